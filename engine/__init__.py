@@ -1,0 +1,3 @@
+"""webhook-engine: deliver webhooks out of Postgres."""
+
+__version__ = "0.1.0"

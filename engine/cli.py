@@ -1,0 +1,67 @@
+"""Command line: `webhook-engine init-db` and `webhook-engine run`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+
+import asyncpg
+import structlog
+
+from engine import daemon, logs
+from engine.config import Config, ConfigError
+from engine.store import init_schema
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="webhook-engine", description="Deliver webhooks out of Postgres."
+    )
+    parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("init-db", "create the schema (safe to run again)"),
+        ("run", "deliver webhooks until SIGTERM/SIGINT"),
+    ):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("--config", help="TOML file (see config.example.toml)")
+        command.add_argument("--dsn", help="Postgres DSN; overrides the file and the environment")
+    commands.choices["run"].add_argument(
+        "--burst", action="store_true", help="exit once nothing is left to deliver now"
+    )
+    args = parser.parse_args(argv)
+    try:
+        logs.configure(args.log_level)
+        config = Config.load(args.config)
+    except (ConfigError, ValueError) as exc:
+        print(f"webhook-engine: {exc}", file=sys.stderr)
+        return 2
+    if args.dsn:
+        config = replace(config, database=replace(config.database, dsn=args.dsn))
+    try:
+        if args.command == "init-db":
+            return asyncio.run(_init_db(config.database.dsn))
+        return asyncio.run(daemon.run(config, burst=args.burst))
+    except daemon.SchemaMissingError as exc:
+        print(f"webhook-engine: {exc}", file=sys.stderr)
+        return 2
+    except (asyncpg.PostgresError, OSError) as exc:
+        print(f"webhook-engine: database error: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _init_db(dsn: str | None) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await init_schema(conn)
+    finally:
+        await conn.close()
+    structlog.get_logger("engine.cli").info("schema.ready")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Settings: frozen dataclasses loaded from TOML, with environment overrides for the DSN."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """The configuration file or an override is not usable; the message says what and where."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatabaseConfig:
+    # None: take WEBHOOK_ENGINE_DSN, else let libpq's PG* variables decide.
+    dsn: str | None = None
+    pool_size: int = 4
+    # "off" trades the daemon's own bookkeeping commits (leases, outcomes, logs) for speed: a
+    # Postgres crash can then forget the last few ms of outcomes, and those events are sent again.
+    # The events themselves are written by the applications, with their own settings.
+    synchronous_commit: str = "on"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeliveryConfig:
+    concurrency: int = 64
+    per_endpoint_concurrency: int = 8
+    connect_timeout_s: float = 5.0
+    total_timeout_s: float = 30.0
+    # A claimed batch is leased for this long; a crashed daemon's work is claimable after it.
+    lease_s: float = 120.0
+    poll_interval_s: float = 1.0
+    user_agent: str = "webhook-engine/0.1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackoffConfig:
+    # Per-endpoint exponential backoff with jitter after consecutive failures.
+    initial_s: float = 1.0
+    max_s: float = 3600.0
+    jitter_s: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecorderConfig:
+    # Outcomes and log rows are written together, at most this often or when this many are waiting.
+    flush_interval_ms: float = 5.0
+    flush_max_items: int = 1000
+    log_body_limit_chars: int = 100_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShutdownConfig:
+    grace_s: float = 20.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    backoff: BackoffConfig = field(default_factory=BackoffConfig)
+    recorder: RecorderConfig = field(default_factory=RecorderConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+        """Read `path` (optional), then apply WEBHOOK_ENGINE_DSN from `env` (default os.environ)."""
+        raw: dict[str, Any] = {}
+        if path is not None:
+            try:
+                raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        config = cls.from_dict(raw, source=str(path or "defaults"))
+        dsn = (os.environ if env is None else env).get("WEBHOOK_ENGINE_DSN")
+        if dsn:
+            config = replace(config, database=replace(config.database, dsn=dsn))
+        return config
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> Config:
+        sections: dict[str, Any] = {}
+        for section in fields(cls):
+            section_type = _SECTION_TYPES[section.name]
+            values = raw.get(section.name, {})
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: [{section.name}] must be a table")
+            where = f"{source}: [{section.name}]"
+            sections[section.name] = _build_section(section_type, values, where)
+        unknown = set(raw) - set(sections)
+        if unknown:
+            raise ConfigError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}")
+        config = cls(**sections)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        d = self.delivery
+        positive = {
+            "database.pool_size": self.database.pool_size,
+            "delivery.concurrency": d.concurrency,
+            "delivery.per_endpoint_concurrency": d.per_endpoint_concurrency,
+            "delivery.connect_timeout_s": d.connect_timeout_s,
+            "delivery.total_timeout_s": d.total_timeout_s,
+            "delivery.lease_s": d.lease_s,
+            "delivery.poll_interval_s": d.poll_interval_s,
+            "backoff.initial_s": self.backoff.initial_s,
+            "backoff.max_s": self.backoff.max_s,
+            "recorder.flush_interval_ms": self.recorder.flush_interval_ms,
+            "recorder.flush_max_items": self.recorder.flush_max_items,
+            "recorder.log_body_limit_chars": self.recorder.log_body_limit_chars,
+            "shutdown.grace_s": self.shutdown.grace_s,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{name} must be greater than 0, got {value}")
+        if self.backoff.jitter_s < 0:
+            raise ConfigError(f"backoff.jitter_s must not be negative, got {self.backoff.jitter_s}")
+        if d.lease_s <= d.total_timeout_s:
+            raise ConfigError(
+                f"delivery.lease_s ({d.lease_s}) must exceed delivery.total_timeout_s "
+                f"({d.total_timeout_s}), or a slow request's events could be sent twice"
+            )
+        if self.database.synchronous_commit not in ("on", "off", "local", "remote_write"):
+            raise ConfigError(
+                "database.synchronous_commit must be one of on, off, local, remote_write"
+            )
+
+
+_SECTION_TYPES: dict[str, type] = {
+    "database": DatabaseConfig,
+    "delivery": DeliveryConfig,
+    "backoff": BackoffConfig,
+    "recorder": RecorderConfig,
+    "shutdown": ShutdownConfig,
+}
+
+
+def _build_section(section_type: type, values: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(section_type)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        expected = known[name].type
+        kwargs[name] = _coerce(value, str(expected), f"{where} {name}")
+    return section_type(**kwargs)
+
+
+def _coerce(value: Any, expected: str, where: str) -> Any:
+    if expected == "float" and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if expected == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if expected in ("str", "str | None") and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where} must be {expected}, got {value!r}")

@@ -1,0 +1,163 @@
+"""Process lifecycle: wire the parts together, run them as named tasks, stop on a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+
+import asyncpg
+import structlog
+
+from engine.aio import wait_first
+from engine.config import Config
+from engine.listener import Listener
+from engine.policy import EndpointBackoff
+from engine.recorder import Recorder
+from engine.scheduler import Scheduler
+from engine.sender import Sender
+from engine.store import Store
+from engine.worker import Worker
+
+log = structlog.get_logger("engine.daemon")
+
+
+class SchemaMissingError(RuntimeError):
+    pass
+
+
+async def run(
+    config: Config,
+    *,
+    stop: asyncio.Event | None = None,
+    burst: bool = False,
+    handle_signals: bool = True,
+) -> int:
+    """Deliver until stopped (SIGTERM/SIGINT or `stop`), or with `burst` until the queue has
+    nothing ready. Returns the process exit code."""
+    stop = stop or asyncio.Event()
+    if handle_signals:
+        _install_signal_handlers(stop)
+    store = await _open_store(config, stop)
+    if store is None:
+        return 0
+    if not await store.schema_ready():
+        await store.close()
+        raise SchemaMissingError(
+            "the webhook-engine tables are missing in this database: run `webhook-engine init-db`"
+        )
+    backoff = EndpointBackoff.from_config(config.backoff)
+    d = config.delivery
+    try:
+        async with Sender(
+            concurrency=d.concurrency,
+            connect_timeout_s=d.connect_timeout_s,
+            total_timeout_s=d.total_timeout_s,
+            response_limit_chars=config.recorder.log_body_limit_chars,
+        ) as sender:
+            worker = Worker(
+                sender,
+                user_agent=d.user_agent,
+                log_body_limit_chars=config.recorder.log_body_limit_chars,
+            )
+            scheduler: Scheduler
+            recorder = Recorder(
+                store,
+                backoff_s=backoff.delay_s,
+                flush_interval_s=config.recorder.flush_interval_ms / 1000,
+                flush_max_items=config.recorder.flush_max_items,
+                on_flush=lambda outcomes, states: scheduler.on_flush(outcomes, states),
+            )
+            scheduler = Scheduler(store, worker, recorder, d)
+            listener = Listener(config.database.dsn, scheduler.wake)
+            return await _supervise(config, stop, scheduler, recorder, listener, burst)
+    finally:
+        await store.close()
+        log.info("daemon.stopped")
+
+
+async def _supervise(
+    config: Config,
+    stop: asyncio.Event,
+    scheduler: Scheduler,
+    recorder: Recorder,
+    listener: Listener,
+    burst: bool,
+) -> int:
+    recorder_task = asyncio.create_task(recorder.run(), name="recorder")
+    listener_task = asyncio.create_task(listener.run(stop), name="listener")
+    scheduler_task = asyncio.create_task(scheduler.run(stop, burst=burst), name="scheduler")
+    log.info("daemon.started", pid=os.getpid(), burst=burst)
+    _sd_notify("READY=1")
+    exit_code = 0
+    await asyncio.wait(
+        {recorder_task, listener_task, scheduler_task}, return_when=asyncio.FIRST_COMPLETED
+    )
+    for task in (recorder_task, listener_task, scheduler_task):
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            # A side loop died: stop loudly rather than limp on without it.
+            log.error("daemon.task_died", task=task.get_name(), exc_info=task.exception())
+            exit_code = 1
+    stop.set()
+    _sd_notify("STOPPING=1")
+    log.info("daemon.stopping")
+    if not scheduler_task.done():
+        await scheduler_task
+    await scheduler.drain(config.shutdown.grace_s)
+    recorder.close()
+    if not recorder_task.done():
+        try:
+            await asyncio.wait_for(recorder_task, config.shutdown.grace_s)
+        except TimeoutError:
+            log.error("daemon.unflushed_outcomes", pending=recorder.pending)
+            exit_code = 1
+    listener_task.cancel()
+    await asyncio.gather(listener_task, return_exceptions=True)
+    return exit_code
+
+
+async def _open_store(config: Config, stop: asyncio.Event) -> Store | None:
+    """Connect, retrying with backoff while Postgres is unreachable (None if stopped first)."""
+    delay = 0.2
+    while not stop.is_set():
+        try:
+            return await Store.open(
+                config.database.dsn,
+                pool_size=config.database.pool_size,
+                synchronous_commit=config.database.synchronous_commit,
+            )
+        except (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError) as exc:
+            log.warning("daemon.database_unreachable", error=str(exc), retry_in_s=delay)
+            await wait_first(stop.wait(), asyncio.sleep(delay))
+            delay = min(delay * 2, 10.0)
+    return None
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, _on_signal, stop, sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            return
+
+
+def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
+    log.info("daemon.signal", signal=sig.name)
+    stop.set()
+
+
+def _sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(address)
+            sock.sendall(state.encode())
+        except OSError as exc:
+            log.warning("daemon.sd_notify_failed", error=str(exc))

@@ -1,0 +1,110 @@
+"""Domain objects passed between the store, the scheduler, the sender and the recorder."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Webhook:
+    id: int
+    url: str
+    method: str
+    auth_type: str
+    secret: str | None
+    basic_username: str | None
+    basic_password: str | None
+    headers: Mapping[str, str]
+    maximum_events: int
+    maximum_size: int
+    consecutive_failures: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Event:
+    id: int
+    topic: str
+    created_at: datetime
+    # The payload exactly as Postgres renders the jsonb, UTF-8: embedded in bodies without a
+    # parse/serialise round trip (which would also refuse integers wider than 64 bits).
+    payload: bytes
+    attempt: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Batch:
+    events: tuple[Event, ...]
+    body: bytes
+    # True when one event alone is larger than the webhook's maximum_size (sent anyway).
+    oversize: bool = False
+
+    @property
+    def event_ids(self) -> list[int]:
+        return [e.id for e in self.events]
+
+    @property
+    def attempt(self) -> int:
+        return max(e.attempt for e in self.events)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OutgoingRequest:
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Response:
+    """What came back (or did not) for one HTTP request."""
+
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None
+    headers: Mapping[str, str]
+    body: str | None
+    error: str | None
+
+    @property
+    def success(self) -> bool:
+        return self.error is None and self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LogRow:
+    request_id: UUID
+    webhook_id: int
+    event_ids: list[int]
+    attempt: int
+    delivered_at: datetime
+    duration_ms: int
+    method: str
+    url: str
+    request_headers: str  # JSON text, credentials masked
+    request_body: str
+    status_code: int | None
+    response_headers: str | None
+    response_body: str | None
+    success: bool
+    error: str | None
+    note: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Outcome:
+    """The result of one batch, for the recorder to write.
+
+    `sent` is False when the batch was never attempted (shutdown before its turn): its lease is
+    released and its attempt not counted.
+    """
+
+    webhook_id: int
+    event_ids: list[int]
+    success: bool
+    sent: bool
+    error: str | None = None
+    log: LogRow | None = None

@@ -1,0 +1,97 @@
+"""Buffered, batched writes of outcomes, endpoint state and log rows.
+
+A commit costs about a millisecond, so outcomes are never written one by one: they wait in a
+buffer that is flushed every few milliseconds, or sooner when it fills, in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+import asyncpg
+import structlog
+
+from engine.aio import wait_first
+from engine.models import Outcome
+from engine.store import EndpointState, Store
+
+log = structlog.get_logger("engine.recorder")
+
+FlushListener = Callable[[Sequence[Outcome], Sequence[EndpointState]], None]
+
+
+class Recorder:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        backoff_s: Callable[[int], float],
+        flush_interval_s: float,
+        flush_max_items: int,
+        on_flush: FlushListener,
+        retry_max_s: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._backoff_s = backoff_s
+        self._interval_s = flush_interval_s
+        self._max_items = flush_max_items
+        self._on_flush = on_flush
+        self._retry_max_s = retry_max_s
+        self._buffer: list[Outcome] = []
+        self._has_items = asyncio.Event()
+        self._full = asyncio.Event()
+        self._closing = False
+
+    def add(self, outcome: Outcome) -> None:
+        self._buffer.append(outcome)
+        self._has_items.set()
+        if len(self._buffer) >= self._max_items:
+            self._full.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    async def run(self) -> None:
+        """Flush until close() is called and the buffer is empty."""
+        while True:
+            if not self._buffer:
+                if self._closing:
+                    return
+                await self._has_items.wait()
+            # Give the buffer a few milliseconds to fill, so one commit carries many outcomes.
+            if not self._closing:
+                await wait_first(self._full.wait(), within_s=self._interval_s)
+            self._has_items.clear()
+            self._full.clear()
+            if self._buffer:
+                await self._flush_with_retry()
+
+    def close(self) -> None:
+        """Flush what is buffered, then let run() return."""
+        self._closing = True
+        self._has_items.set()
+        self._full.set()
+
+    async def _flush_with_retry(self) -> None:
+        delay = 0.05
+        while True:
+            batch, self._buffer = self._buffer, []
+            try:
+                states = await self._store.record(batch, self._backoff_s)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                # Keep every outcome: put them back in front and try again. If the process dies
+                # meanwhile, the leases expire and the events are delivered again.
+                self._buffer = batch + self._buffer
+                log.warning(
+                    "recorder.flush_failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    pending=len(self._buffer),
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max_s)
+                continue
+            self._on_flush(batch, states)
+            return

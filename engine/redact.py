@@ -1,0 +1,48 @@
+"""Pure: make request/response data safe and small enough to store in webhook_logs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+
+MASK = "********"
+
+# Header names whose values are credentials. Matched case-insensitively; names that contain one of
+# the fragments below are masked too (X-Api-Key, X-Auth-Token, ...).
+_SECRET_NAMES = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "auth"})
+_SECRET_FRAGMENTS = ("token", "secret", "password", "api-key", "apikey", "x-auth")
+
+
+def is_credential(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in _SECRET_NAMES or any(f in lowered for f in _SECRET_FRAGMENTS)
+
+
+def mask_value(name: str, value: str) -> str:
+    if not is_credential(name):
+        return value
+    scheme, _, rest = value.partition(" ")
+    # Keep the scheme ("Basic", "Bearer") so the log still says what kind of credential was sent.
+    if rest and scheme.isalpha() and len(scheme) <= 16:
+        return f"{scheme} {MASK}"
+    return MASK
+
+
+def headers_json(headers: Mapping[str, str]) -> str:
+    """Masked headers as JSON text, safe for a jsonb column (no NUL characters)."""
+    masked = {
+        clean_text(name): clean_text(mask_value(name, value)) for name, value in headers.items()
+    }
+    return orjson.dumps(masked).decode()
+
+
+def clean_text(text: str) -> str:
+    # Postgres text and jsonb cannot hold NUL.
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def truncate_bytes(data: bytes, limit_chars: int) -> str:
+    """The first `limit_chars` characters of `data` decoded as UTF-8 (invalid bytes replaced)."""
+    text = data[: limit_chars * 4].decode("utf-8", errors="replace")
+    return clean_text(text[:limit_chars])

@@ -1,0 +1,197 @@
+"""The delivery loop: wait for work, claim each ready endpoint's head batches, hand them to the
+worker under global and per-endpoint limits, and stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import asyncpg
+import structlog
+
+from engine import batching
+from engine.aio import wait_first
+from engine.config import DeliveryConfig
+from engine.models import Batch, Outcome, Webhook
+from engine.recorder import Recorder
+from engine.store import ClaimBudget, EndpointState, Store
+from engine.worker import Worker
+
+log = structlog.get_logger("engine.scheduler")
+
+
+class Scheduler:
+    def __init__(
+        self, store: Store, worker: Worker, recorder: Recorder, config: DeliveryConfig
+    ) -> None:
+        self._store = store
+        self._worker = worker
+        self._recorder = recorder
+        self._config = config
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._global = asyncio.Semaphore(config.concurrency)
+        self._endpoint_limits: dict[int, asyncio.Semaphore] = {}
+        self._in_flight: dict[int, int] = {}  # batches claimed and not yet finished, per webhook
+        self._awaiting_flush: dict[int, int] = {}  # failed batches whose backoff is not written yet
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._rotation = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return sum(self._in_flight.values())
+
+    async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
+        """Deliver until `stop` is set (or, with burst, until nothing is left to do)."""
+        db_retry_s = 0.1
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                claimed = await self._schedule_once()
+                db_retry_s = 0.1
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                log.warning(
+                    "scheduler.database_error",
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in_s=db_retry_s,
+                )
+                await wait_first(stop.wait(), asyncio.sleep(db_retry_s))
+                db_retry_s = min(db_retry_s * 2, 5.0)
+                continue
+            if claimed:
+                continue
+            if burst and self._idle() and await self._store.next_wakeup_s() is None:
+                break
+            timeout = self._config.poll_interval_s
+            if self.in_flight == 0:
+                until_retry = await self._store.next_wakeup_s()
+                if until_retry is not None:
+                    timeout = min(timeout, until_retry + 0.001)
+            await wait_first(stop.wait(), self._wake.wait(), within_s=timeout)
+
+    def _idle(self) -> bool:
+        return not (self._tasks or self._recorder.pending or self._awaiting_flush)
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop starting requests; let in-flight ones finish within `grace_s`, release the rest."""
+        self._stopping = True
+        if self._tasks:
+            log.info("scheduler.draining", in_flight=len(self._tasks), grace_s=grace_s)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("scheduler.grace_expired", cancelled=len(pending))
+                await asyncio.wait(pending)
+
+    def on_flush(self, outcomes: Sequence[Outcome], states: Sequence[EndpointState]) -> None:
+        """Called by the recorder once outcomes are committed."""
+        for outcome in outcomes:
+            if outcome.sent and not outcome.success:
+                left = self._awaiting_flush.get(outcome.webhook_id, 0) - 1
+                if left > 0:
+                    self._awaiting_flush[outcome.webhook_id] = left
+                else:
+                    self._awaiting_flush.pop(outcome.webhook_id, None)
+        for state in states:
+            if state.backoff_s is not None:
+                log.warning(
+                    "endpoint.backing_off",
+                    webhook_id=state.webhook_id,
+                    consecutive_failures=state.consecutive_failures,
+                    retry_in_s=round(state.backoff_s, 3),
+                )
+            else:
+                log.info("endpoint.recovered", webhook_id=state.webhook_id)
+        self._wake.set()
+
+    async def _schedule_once(self) -> bool:
+        free = self._config.concurrency - self.in_flight
+        if free <= 0:
+            return False
+        ready = [w for w in await self._store.ready_webhooks() if w.id not in self._awaiting_flush]
+        budgets = self._budgets(ready, free)
+        if not budgets:
+            return False
+        claimed = await self._store.claim(budgets, self._config.lease_s)
+        webhooks = {b.webhook.id: b.webhook for b in budgets}
+        for webhook_id, events in claimed.items():
+            webhook = webhooks[webhook_id]
+            for batch in batching.split(events, webhook.maximum_events, webhook.maximum_size):
+                self._start(webhook, batch)
+        return bool(claimed)
+
+    def _budgets(self, ready: list[Webhook], free: int) -> list[ClaimBudget]:
+        """Share the free global slots among ready endpoints, starting at a rotating offset so
+        no endpoint is always served last."""
+        if not ready:
+            return []
+        self._rotation = (self._rotation + 1) % len(ready)
+        budgets: list[ClaimBudget] = []
+        for webhook in ready[self._rotation :] + ready[: self._rotation]:
+            # An endpoint that has been failing gets one probe batch, not its full share.
+            cap = 1 if webhook.consecutive_failures else self._config.per_endpoint_concurrency
+            slots = min(cap - self._in_flight.get(webhook.id, 0), free)
+            if slots <= 0:
+                continue
+            free -= slots
+            budgets.append(
+                ClaimBudget(
+                    webhook=webhook,
+                    max_rows=slots * webhook.maximum_events,
+                    max_bytes=slots * webhook.maximum_size,
+                )
+            )
+            if free <= 0:
+                break
+        return budgets
+
+    def _start(self, webhook: Webhook, batch: Batch) -> None:
+        self._in_flight[webhook.id] = self._in_flight.get(webhook.id, 0) + 1
+        task = asyncio.create_task(self._deliver(webhook, batch), name=f"deliver-{webhook.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, webhook: Webhook, batch: Batch) -> None:
+        outcome: Outcome | None = None
+        try:
+            limit = self._endpoint_limits.setdefault(
+                webhook.id, asyncio.Semaphore(self._config.per_endpoint_concurrency)
+            )
+            async with self._global, limit:
+                if not self._stopping:
+                    outcome = await self._worker.deliver(webhook, batch)
+        except asyncio.CancelledError:
+            log.warning("delivery.interrupted", webhook_id=webhook.id, events=batch.event_ids)
+            raise
+        except Exception as exc:
+            # A bug of ours, not the receiver's: count it as a failed attempt so the endpoint
+            # backs off instead of retrying in a tight loop, and keep the events queued.
+            log.exception("delivery.crashed", webhook_id=webhook.id, events=batch.event_ids)
+            outcome = Outcome(
+                webhook_id=webhook.id,
+                event_ids=batch.event_ids,
+                success=False,
+                sent=True,
+                error=f"internal error: {type(exc).__name__}: {exc}",
+            )
+        finally:
+            if outcome is None:
+                # Not attempted, interrupted or crashed: release the lease so nothing waits for
+                # it to expire. An interrupted request may have arrived: at-least-once.
+                outcome = Outcome(
+                    webhook_id=webhook.id, event_ids=batch.event_ids, success=False, sent=False
+                )
+            elif not outcome.success:
+                self._awaiting_flush[webhook.id] = self._awaiting_flush.get(webhook.id, 0) + 1
+            self._recorder.add(outcome)
+            left = self._in_flight[webhook.id] - 1
+            if left:
+                self._in_flight[webhook.id] = left
+            else:
+                del self._in_flight[webhook.id]
+                self._endpoint_limits.pop(webhook.id, None)
+            self._wake.set()

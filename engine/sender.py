@@ -1,0 +1,124 @@
+"""HTTP: one aiohttp session for the process, timeouts, no redirects, capped response reading."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from datetime import UTC, datetime
+from types import TracebackType
+
+import aiohttp
+
+from engine.models import OutgoingRequest, Response
+from engine.redact import truncate_bytes
+
+
+class Sender:
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        connect_timeout_s: float,
+        total_timeout_s: float,
+        response_limit_chars: int,
+    ) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=total_timeout_s, connect=connect_timeout_s)
+        self._total_timeout_s = total_timeout_s
+        self._read_limit_bytes = response_limit_chars * 4
+        self._response_limit_chars = response_limit_chars
+        self._concurrency = concurrency
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Sender:
+        connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=0)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def send(self, request: OutgoingRequest) -> Response:
+        assert self._session is not None, "use Sender as an async context manager"
+        started_at = datetime.now(UTC)
+        started = time.perf_counter()
+        status: int | None = None
+        headers: dict[str, str] = {}
+        body: str | None = None
+        error: str | None = None
+        try:
+            async with self._session.request(
+                request.method,
+                request.url,
+                data=request.body,
+                headers=dict(request.headers),
+                allow_redirects=False,
+            ) as resp:
+                status = resp.status
+                headers = _flatten_headers(resp.headers)
+                raw, complete = await self._read_capped(resp)
+                body = truncate_bytes(raw, self._response_limit_chars)
+                if not complete:
+                    # Drop the connection instead of draining a body we will not keep.
+                    resp.close()
+            if 300 <= status < 400:
+                location = headers.get("Location", "")
+                error = f"HTTP {status} redirect to {location!r} not followed"
+            elif not 200 <= status < 300:
+                error = f"HTTP {status}"
+        except TimeoutError:
+            error = f"timeout: no complete response within {self._total_timeout_s:g}s"
+        except aiohttp.ClientConnectorCertificateError as exc:
+            error = f"TLS certificate error: {exc.certificate_error}"
+        except aiohttp.ClientSSLError as exc:
+            error = f"TLS error: {exc}"
+        except aiohttp.ClientConnectorError as exc:
+            error = f"connection failed: {exc.os_error.strerror or exc.os_error}"
+        except aiohttp.ServerDisconnectedError:
+            error = "connection closed by the server before a complete response"
+        except aiohttp.ClientPayloadError as exc:
+            error = f"response body broken off: {exc}"
+        except aiohttp.InvalidURL as exc:
+            error = f"invalid URL: {exc}"
+        except (aiohttp.ClientError, ssl.SSLError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        duration_ms = round((time.perf_counter() - started) * 1000)
+        return Response(
+            started_at=started_at,
+            duration_ms=duration_ms,
+            status_code=status,
+            headers=headers,
+            body=body,
+            error=error,
+        )
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+        """Read at most the log limit of the body; never the whole of a large one into memory."""
+        chunks: list[bytes] = []
+        size = 0
+        while size < self._read_limit_bytes:
+            chunk = await resp.content.read(self._read_limit_bytes - size)
+            if not chunk:
+                return b"".join(chunks), True
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks), resp.content.at_eof()
+
+
+def _flatten_headers(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, str]:
+    flat: dict[str, str] = {}
+    items = headers.items() if hasattr(headers, "items") else headers
+    for name, value in items:
+        name, value = str(name), str(value)
+        flat[name] = f"{flat[name]}, {value}" if name in flat else value
+    return flat

@@ -1,0 +1,38 @@
+"""Pure: authentication headers (Standard Webhooks HMAC-SHA256, HTTP basic)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from functools import lru_cache
+
+SECRET_PREFIX = "whsec_"
+
+
+@lru_cache(maxsize=4096)
+def secret_key(secret: str) -> bytes:
+    """The HMAC key of a `whsec_<base64>` secret."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError("secret must start with whsec_")
+    return base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+
+
+def standard_signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """`v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">` over the exact bytes sent."""
+    signed = b"%b.%d.%b" % (msg_id.encode(), timestamp, body)
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def standard_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": standard_signature(secret_key(secret), msg_id, timestamp, body),
+    }
+
+
+def basic_authorization(username: str, password: str) -> str:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return f"Basic {token}"

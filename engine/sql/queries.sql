@@ -1,0 +1,103 @@
+-- Every query the engine runs, by name. Loaded once by engine/store.py.
+
+-- name: ready_webhooks
+-- Active endpoints, not backing off, with at least one unleased queued event.
+SELECT w.id, w.url, w.method, w.auth_type, w.secret, w.basic_username, w.basic_password,
+       w.headers::text AS headers, w.maximum_events, w.maximum_size, w.consecutive_failures
+FROM webhooks AS w
+WHERE w.status = 'active'
+  AND (w.next_retry_after IS NULL OR w.next_retry_after <= now())
+  AND EXISTS (
+      SELECT 1 FROM webhook_queue AS q
+      WHERE q.webhook_id = w.id
+        AND (q.locked_until IS NULL OR q.locked_until <= now())
+  );
+
+-- name: next_wakeup
+-- Seconds until the earliest backing-off endpoint with queued work may be tried again.
+SELECT extract(epoch FROM min(w.next_retry_after) - now())::float8
+FROM webhooks AS w
+WHERE w.status = 'active'
+  AND w.next_retry_after > now()
+  AND EXISTS (SELECT 1 FROM webhook_queue AS q WHERE q.webhook_id = w.id);
+
+-- name: claim
+-- Lease the head of each given endpoint's queue, in event-id order: at most $2 rows and, beyond
+-- the first row, at most about $3 bytes of body (estimated; batching.py splits exactly).
+-- $1 webhook ids, $2 row limits, $3 byte limits, $4 estimated envelope bytes per event,
+-- $5 lease seconds.
+WITH budget AS (
+    SELECT b.webhook_id, b.max_rows, b.max_bytes
+    FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS b(webhook_id, max_rows, max_bytes)
+    JOIN webhooks AS w ON w.id = b.webhook_id
+    -- Checked again here: the endpoint may have been paused or started backing off since.
+    WHERE w.status = 'active' AND (w.next_retry_after IS NULL OR w.next_retry_after <= now())
+),
+locked AS (
+    SELECT h.webhook_id, h.event_id, budget.max_bytes
+    FROM budget
+    CROSS JOIN LATERAL (
+        SELECT q.webhook_id, q.event_id
+        FROM webhook_queue AS q
+        WHERE q.webhook_id = budget.webhook_id
+          AND (q.locked_until IS NULL OR q.locked_until <= now())
+        ORDER BY q.event_id
+        LIMIT budget.max_rows
+        FOR UPDATE SKIP LOCKED
+    ) AS h
+),
+sized AS (
+    SELECT l.webhook_id, l.event_id, e.topic, e.created_at, e.payload::text AS payload,
+           l.max_bytes,
+           row_number() OVER w AS rn,
+           sum(octet_length(e.payload::text) + octet_length(e.topic) + $4::int) OVER w AS running
+    FROM locked AS l
+    JOIN webhook_events AS e ON e.id = l.event_id
+    WINDOW w AS (PARTITION BY l.webhook_id ORDER BY l.event_id)
+)
+UPDATE webhook_queue AS q
+SET locked_until = now() + make_interval(secs => $5::float8),
+    attempts = q.attempts + 1
+FROM sized AS s
+WHERE q.webhook_id = s.webhook_id
+  AND q.event_id = s.event_id
+  AND (s.rn = 1 OR s.running <= s.max_bytes)
+RETURNING q.webhook_id, q.event_id, q.attempts, s.topic, s.created_at, s.payload;
+
+-- name: complete
+-- Delivered: the queue rows go.
+DELETE FROM webhook_queue AS q
+USING unnest($1::bigint[], $2::bigint[]) AS d(webhook_id, event_id)
+WHERE q.webhook_id = d.webhook_id AND q.event_id = d.event_id;
+
+-- name: release_failed
+-- Attempted and failed: back in the queue, the endpoint's backoff decides when.
+UPDATE webhook_queue AS q
+SET locked_until = NULL, last_error = d.error
+FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS d(webhook_id, event_id, error)
+WHERE q.webhook_id = d.webhook_id AND q.event_id = d.event_id;
+
+-- name: release_unsent
+-- Claimed but never attempted (shutdown): back in the queue, the attempt not counted.
+UPDATE webhook_queue AS q
+SET locked_until = NULL, attempts = greatest(q.attempts - 1, 0)
+FROM unnest($1::bigint[], $2::bigint[]) AS d(webhook_id, event_id)
+WHERE q.webhook_id = d.webhook_id AND q.event_id = d.event_id;
+
+-- name: endpoint_outcomes
+-- $2 true: a success came after which $3 failures followed; false: $3 more failures in a row.
+UPDATE webhooks AS w
+SET consecutive_failures = CASE WHEN o.reset THEN o.failures
+                                ELSE w.consecutive_failures + o.failures END,
+    next_retry_after = CASE WHEN o.reset AND o.failures = 0 THEN NULL
+                            ELSE w.next_retry_after END
+FROM unnest($1::bigint[], $2::bool[], $3::int[]) AS o(webhook_id, reset, failures)
+WHERE w.id = o.webhook_id
+  AND (o.failures > 0 OR w.consecutive_failures <> 0 OR w.next_retry_after IS NOT NULL)
+RETURNING w.id, w.consecutive_failures, o.failures;
+
+-- name: set_backoff
+UPDATE webhooks AS w
+SET next_retry_after = now() + make_interval(secs => o.delay_s)
+FROM unnest($1::bigint[], $2::float8[]) AS o(webhook_id, delay_s)
+WHERE w.id = o.webhook_id;

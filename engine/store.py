@@ -1,0 +1,255 @@
+"""The only module that talks to Postgres. SQL lives in sql/queries.sql (named blocks) and in
+the top-level schema.sql."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from engine.batching import envelope_overhead_estimate
+from engine.models import Event, LogRow, Outcome, Webhook
+
+NOTIFY_CHANNEL = "webhook_engine"
+# Serialises concurrent `init-db` runs.
+_SCHEMA_LOCK_KEY = 0x77656268  # "webh"
+
+_LOG_COLUMNS = (
+    "request_id",
+    "webhook_id",
+    "event_ids",
+    "attempt",
+    "delivered_at",
+    "duration_ms",
+    "method",
+    "url",
+    "request_headers",
+    "request_body",
+    "status_code",
+    "response_headers",
+    "response_body",
+    "success",
+    "error",
+    "note",
+)
+
+
+def load_queries(text: str) -> dict[str, str]:
+    """Split `-- name: x` blocks into a dict of name to SQL."""
+    queries: dict[str, str] = {}
+    for block in re.split(r"^-- name: ", text, flags=re.MULTILINE)[1:]:
+        name, _, sql = block.partition("\n")
+        queries[name.strip()] = sql.strip().rstrip(";")
+    return queries
+
+
+QUERIES = load_queries(resources.files("engine").joinpath("sql/queries.sql").read_text("utf-8"))
+
+
+def schema_sql() -> str:
+    """schema.sql: packaged in wheels, read from the source tree in editable installs."""
+    packaged = resources.files("engine").joinpath("sql/schema.sql")
+    if packaged.is_file():
+        return packaged.read_text("utf-8")
+    return (Path(__file__).resolve().parent.parent / "schema.sql").read_text("utf-8")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClaimBudget:
+    webhook: Webhook
+    max_rows: int
+    max_bytes: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EndpointState:
+    """An endpoint's failure count after a flush, and the backoff set from it (None: healthy)."""
+
+    webhook_id: int
+    consecutive_failures: int
+    backoff_s: float | None
+
+
+async def init_schema(conn: asyncpg.Connection) -> None:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK_KEY)
+        await conn.execute(schema_sql())
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, dsn: str | None, *, pool_size: int, synchronous_commit: str) -> Store:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=1,
+            max_size=pool_size,
+            server_settings={
+                "application_name": "webhook-engine",
+                "synchronous_commit": synchronous_commit,
+            },
+        )
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def schema_ready(self) -> bool:
+        return bool(await self._pool.fetchval("SELECT to_regclass('webhook_queue') IS NOT NULL"))
+
+    async def ready_webhooks(self) -> list[Webhook]:
+        rows = await self._pool.fetch(QUERIES["ready_webhooks"])
+        return [_webhook(row) for row in rows]
+
+    async def next_wakeup_s(self) -> float | None:
+        value = await self._pool.fetchval(QUERIES["next_wakeup"])
+        return None if value is None else max(float(value), 0.0)
+
+    async def claim(self, budgets: Sequence[ClaimBudget], lease_s: float) -> dict[int, list[Event]]:
+        """Lease queued events for the given endpoints; returns them per webhook in id order."""
+        if not budgets:
+            return {}
+        rows = await self._pool.fetch(
+            QUERIES["claim"],
+            [b.webhook.id for b in budgets],
+            [b.max_rows for b in budgets],
+            [b.max_bytes for b in budgets],
+            envelope_overhead_estimate(),
+            lease_s,
+        )
+        claimed: dict[int, list[Event]] = {}
+        for row in rows:
+            claimed.setdefault(row["webhook_id"], []).append(
+                Event(
+                    id=row["event_id"],
+                    topic=row["topic"],
+                    created_at=row["created_at"],
+                    payload=row["payload"].encode(),
+                    attempt=row["attempts"],
+                )
+            )
+        for events in claimed.values():
+            events.sort(key=lambda e: e.id)
+        return claimed
+
+    async def record(
+        self, outcomes: Sequence[Outcome], backoff_s: Callable[[int], float]
+    ) -> list[EndpointState]:
+        """Write outcomes, endpoint state and log rows in one transaction.
+
+        `backoff_s(consecutive_failures) -> seconds` decides the endpoint's next_retry_after.
+        Returns the endpoints whose failure state changed.
+        """
+        done_w, done_e = _pairs(o for o in outcomes if o.success)
+        unsent_w, unsent_e = _pairs(o for o in outcomes if not o.sent)
+        failed = [o for o in outcomes if o.sent and not o.success]
+        failed_w, failed_e = _pairs(failed)
+        failed_err = [o.error for o in failed for _ in o.event_ids]
+        endpoint_ids, resets, failures = _endpoint_tallies(outcomes)
+        logs = [_log_record(o.log) for o in outcomes if o.log is not None]
+
+        async with self._pool.acquire() as conn, conn.transaction():
+            if done_w:
+                await conn.execute(QUERIES["complete"], done_w, done_e)
+            if failed_w:
+                await conn.execute(QUERIES["release_failed"], failed_w, failed_e, failed_err)
+            if unsent_w:
+                await conn.execute(QUERIES["release_unsent"], unsent_w, unsent_e)
+            states: list[EndpointState] = []
+            if endpoint_ids:
+                rows = await conn.fetch(
+                    QUERIES["endpoint_outcomes"], endpoint_ids, resets, failures
+                )
+                backoff_ids: list[int] = []
+                delays: list[float] = []
+                for row in rows:
+                    delay = None
+                    if row["failures"] > 0:
+                        delay = float(backoff_s(row["consecutive_failures"]))
+                        backoff_ids.append(row["id"])
+                        delays.append(delay)
+                    states.append(
+                        EndpointState(
+                            webhook_id=row["id"],
+                            consecutive_failures=row["consecutive_failures"],
+                            backoff_s=delay,
+                        )
+                    )
+                if backoff_ids:
+                    await conn.execute(QUERIES["set_backoff"], backoff_ids, delays)
+            if logs:
+                await conn.copy_records_to_table("webhook_logs", records=logs, columns=_LOG_COLUMNS)
+        return states
+
+    async def release_unsent(self, pairs: Sequence[tuple[int, int]]) -> None:
+        if pairs:
+            await self._pool.execute(
+                QUERIES["release_unsent"], [w for w, _ in pairs], [e for _, e in pairs]
+            )
+
+
+def _webhook(row: asyncpg.Record) -> Webhook:
+    return Webhook(
+        id=row["id"],
+        url=row["url"],
+        method=row["method"],
+        auth_type=row["auth_type"],
+        secret=row["secret"],
+        basic_username=row["basic_username"],
+        basic_password=row["basic_password"],
+        headers=orjson.loads(row["headers"]),
+        maximum_events=row["maximum_events"],
+        maximum_size=row["maximum_size"],
+        consecutive_failures=row["consecutive_failures"],
+    )
+
+
+def _pairs(outcomes: Iterable[Outcome]) -> tuple[list[int], list[int]]:
+    webhook_ids: list[int] = []
+    event_ids: list[int] = []
+    for outcome in outcomes:
+        webhook_ids.extend([outcome.webhook_id] * len(outcome.event_ids))
+        event_ids.extend(outcome.event_ids)
+    return webhook_ids, event_ids
+
+
+def _endpoint_tallies(outcomes: Sequence[Outcome]) -> tuple[list[int], list[bool], list[int]]:
+    """Per endpoint, in completion order: did a success reset the count, and how many failures
+    came after the last success (or in all, when none succeeded)."""
+    tally: dict[int, tuple[bool, int]] = {}
+    for outcome in outcomes:
+        if not outcome.sent:
+            continue
+        reset, failures = tally.get(outcome.webhook_id, (False, 0))
+        tally[outcome.webhook_id] = (True, 0) if outcome.success else (reset, failures + 1)
+    ids = list(tally)
+    return ids, [tally[i][0] for i in ids], [tally[i][1] for i in ids]
+
+
+def _log_record(log: LogRow) -> tuple[Any, ...]:
+    return (
+        log.request_id,
+        log.webhook_id,
+        log.event_ids,
+        log.attempt,
+        log.delivered_at,
+        log.duration_ms,
+        log.method,
+        log.url,
+        log.request_headers,
+        log.request_body,
+        log.status_code,
+        log.response_headers,
+        log.response_body,
+        log.success,
+        log.error,
+        log.note,
+    )

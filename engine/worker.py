@@ -1,0 +1,107 @@
+"""Deliver one batch: build the request, send it, turn the response into an outcome and log row."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+import structlog
+
+from engine import profiles
+from engine.models import Batch, LogRow, Outcome, OutgoingRequest, Response, Webhook
+from engine.redact import headers_json, truncate_bytes
+from engine.sender import Sender
+
+log = structlog.get_logger("engine.worker")
+
+
+class Worker:
+    def __init__(self, sender: Sender, *, user_agent: str, log_body_limit_chars: int) -> None:
+        self._sender = sender
+        self._user_agent = user_agent
+        self._body_limit = log_body_limit_chars
+
+    async def deliver(self, webhook: Webhook, batch: Batch) -> Outcome:
+        request_id = uuid.uuid4()
+        note = _oversize_note(webhook, batch)
+        try:
+            request = profiles.build_request(
+                webhook, batch, timestamp=int(time.time()), user_agent=self._user_agent
+            )
+        except ValueError as exc:
+            # A webhook row we cannot sign for: a failure like any other, so it backs off and
+            # its events stay queued until someone fixes the row.
+            request = OutgoingRequest(
+                method=webhook.method, url=webhook.url, headers={}, body=batch.body
+            )
+            response = Response(
+                started_at=datetime.now(UTC),
+                duration_ms=0,
+                status_code=None,
+                headers={},
+                body=None,
+                error=f"request not built: {exc}",
+            )
+        else:
+            response = await self._sender.send(request)
+        row = self._log_row(request_id, webhook, batch, request, response, note)
+        fields = {
+            "webhook_id": webhook.id,
+            "request_id": str(request_id),
+            "attempt": batch.attempt,
+            "events": len(batch.events),
+            "status_code": response.status_code,
+            "duration_ms": response.duration_ms,
+        }
+        if response.success:
+            log.debug("delivery.sent", **fields)
+        else:
+            log.warning("delivery.failed", error=response.error, **fields)
+        if note:
+            log.warning("delivery.oversize", note=note, **fields)
+        return Outcome(
+            webhook_id=webhook.id,
+            event_ids=batch.event_ids,
+            success=response.success,
+            sent=True,
+            error=response.error,
+            log=row,
+        )
+
+    def _log_row(
+        self,
+        request_id: uuid.UUID,
+        webhook: Webhook,
+        batch: Batch,
+        request: OutgoingRequest,
+        response: Response,
+        note: str | None,
+    ) -> LogRow:
+        return LogRow(
+            request_id=request_id,
+            webhook_id=webhook.id,
+            event_ids=batch.event_ids,
+            attempt=batch.attempt,
+            delivered_at=response.started_at,
+            duration_ms=response.duration_ms,
+            method=request.method,
+            url=request.url,
+            request_headers=headers_json(request.headers),
+            request_body=truncate_bytes(request.body, self._body_limit),
+            status_code=response.status_code,
+            response_headers=headers_json(response.headers) if response.status_code else None,
+            response_body=response.body,
+            success=response.success,
+            error=response.error,
+            note=note,
+        )
+
+
+def _oversize_note(webhook: Webhook, batch: Batch) -> str | None:
+    if not batch.oversize:
+        return None
+    return (
+        f"event {batch.events[0].id} is {len(batch.body)} bytes, over maximum_size "
+        f"{webhook.maximum_size}: sent alone"
+    )
