@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import structlog
@@ -54,13 +56,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _init_db(dsn: str | None) -> int:
-    conn = await asyncpg.connect(dsn)
+    try:
+        conn = await asyncpg.connect(dsn)
+    except asyncpg.InvalidCatalogNameError:
+        await _create_database(dsn)
+        conn = await asyncpg.connect(dsn)
     try:
         await init_schema(conn)
     finally:
         await conn.close()
     structlog.get_logger("engine.cli").info("schema.ready")
     return 0
+
+
+async def _create_database(dsn: str | None) -> None:
+    """Create the configured database (init-db on a server that does not have it yet)."""
+    name = unquote(urlsplit(dsn).path.lstrip("/")) if dsn else os.environ.get("PGDATABASE", "")
+    if not name:
+        raise asyncpg.InvalidCatalogNameError("the configured database does not exist")
+    admin = await asyncpg.connect(dsn, database="postgres")
+    try:
+        quoted = '"' + name.replace('"', '""') + '"'
+        await admin.execute(f"CREATE DATABASE {quoted}")
+    finally:
+        await admin.close()
+    structlog.get_logger("engine.cli").info("database.created", database=name)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ class EndpointBackoff:
         if consecutive_failures < 1:
             return 0.0
         wait = tenacity.wait_exponential_jitter(
-            initial=self.initial_s, max=self.max_s, jitter=self.jitter_s
+            multiplier=self.initial_s, max=self.max_s, jitter=self.jitter_s
         )
         state = tenacity.RetryCallState(tenacity.Retrying(), fn=None, args=(), kwargs={})
         # Past ~60 doublings every sane max_s is reached; keep the exponent bounded.

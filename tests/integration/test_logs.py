@@ -1,0 +1,84 @@
+"""webhook_logs: one row per request, bodies cut to the limit, credentials masked."""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+from aiohttp import web
+
+from tests.conftest import wait_until
+from tests.integration.test_delivery import (
+    EngineFactory,
+    add_event,
+    add_webhook,
+    one,
+    queue_empty,
+)
+from tests.receiver import Receiver
+
+
+async def test_log_row_per_request_with_fields(
+    db: asyncpg.Connection, receiver: Receiver, engine: EngineFactory
+) -> None:
+    async def answer(_request: web.Request, _body: bytes) -> web.StreamResponse:
+        return web.Response(
+            status=202, text="accepted", headers={"X-Receipt": "r-1", "Set-Cookie": "s=secret"}
+        )
+
+    receiver.on("/hook", answer)
+    webhook_id = await add_webhook(db, receiver.url("/hook"), ["*"])
+    e1 = await add_event(db, "order.created", {"n": 1})
+    e2 = await add_event(db, "order.created", {"n": 2})
+    engine()
+    await wait_until(lambda: queue_empty(db), what="queue drained")
+    rows = await db.fetch("SELECT * FROM webhook_logs ORDER BY event_ids")
+    assert [r["event_ids"] for r in rows] == [[e1], [e2]]
+    row = rows[0]
+    assert row["webhook_id"] == webhook_id and row["attempt"] == 1
+    assert row["success"] and row["status_code"] == 202 and row["error"] is None
+    assert row["method"] == "POST" and row["url"] == receiver.url("/hook")
+    assert row["duration_ms"] >= 0 and row["delivered_at"] is not None
+    assert json.loads(row["request_body"])["id"] == e1
+    assert row["response_body"] == "accepted"
+    request_headers = json.loads(row["request_headers"])
+    assert request_headers["webhook-id"] == f"msg_{e1}"
+    response_headers = json.loads(row["response_headers"])
+    assert response_headers["X-Receipt"] == "r-1"
+    assert response_headers["Set-Cookie"] == "********"
+    assert len({r["request_id"] for r in rows}) == 2
+
+
+async def test_bodies_truncated_and_credentials_masked(
+    db: asyncpg.Connection, receiver: Receiver, engine: EngineFactory
+) -> None:
+    async def chatty(_request: web.Request, _body: bytes) -> web.StreamResponse:
+        return web.Response(status=500, text="é" * 5000 + "\x00tail")
+
+    receiver.on("/hook", chatty)
+    await add_webhook(
+        db,
+        receiver.url("/hook"),
+        ["*"],
+        auth_type="basic",
+        basic_username="user",
+        basic_password="topsecret",
+        headers='{"X-Api-Key": "k-123", "X-Plain": "visible"}',
+    )
+    await add_event(db, "order.created", {"pad": "x" * 2000})
+    engine(recorder={"log_body_limit_chars": 100})
+
+    async def logged() -> bool:
+        return bool(await db.fetchval("SELECT count(*) FROM webhook_logs"))
+
+    await wait_until(logged, what="a log row")
+    row = await one(db, "SELECT * FROM webhook_logs")
+    assert len(row["request_body"]) == 100
+    assert row["response_body"] == "é" * 100
+    headers = json.loads(row["request_headers"])
+    assert headers["Authorization"] == "Basic ********"
+    assert headers["X-Api-Key"] == "********"
+    assert headers["X-Plain"] == "visible"
+    assert "topsecret" not in row["request_headers"]
+    # What was sent was the real credential, of course.
+    assert receiver.requests[0].headers["Authorization"].startswith("Basic dXNlcjp0b3Bz")
