@@ -1,0 +1,87 @@
+"""Run the real CLI as a subprocess and follow its JSON log lines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def write_config(path: Path, dsn: str, **sections: dict[str, Any]) -> Path:
+    """A TOML config for a test daemon: quick flushes and backoff, `sections` override."""
+    raw: dict[str, dict[str, Any]] = {
+        "database": {"dsn": dsn},
+        "delivery": {"poll_interval_s": 0.5, "connect_timeout_s": 2.0, "total_timeout_s": 5.0},
+        "backoff": {"initial_s": 0.2, "max_s": 1.0, "jitter_s": 0.0},
+        "recorder": {"flush_interval_ms": 2.0},
+        "shutdown": {"grace_s": 5.0},
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    lines: list[str] = []
+    for name, values in raw.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class DaemonProcess:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.events: list[dict[str, Any]] = []
+        self.raw_lines: list[str] = []
+        self._changed = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(cls, *args: str) -> DaemonProcess:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "engine.cli",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        return cls(proc)
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.raw_lines.append(line)
+            try:
+                self.events.append(json.loads(line))
+            except ValueError:
+                pass
+            self._changed.set()
+
+    def count(self, event: str) -> int:
+        return sum(1 for e in self.events if e.get("event") == event)
+
+    async def wait_for_event(self, event: str, within_s: float = 15.0) -> None:
+        async def _wait() -> None:
+            while not self.count(event):
+                if self.proc.returncode is not None and self._reader.done():
+                    raise AssertionError(f"daemon exited before {event}: {self.output()}")
+                self._changed.clear()
+                await self._changed.wait()
+
+        try:
+            await asyncio.wait_for(_wait(), within_s)
+        except TimeoutError:
+            raise AssertionError(f"no {event} within {within_s}s: {self.output()}") from None
+
+    async def stop(self, sig: signal.Signals = signal.SIGTERM, within_s: float = 30.0) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        code = await asyncio.wait_for(self.proc.wait(), within_s)
+        await asyncio.wait_for(self._reader, within_s)
+        return code
+
+    def output(self) -> str:
+        return "\n".join(self.raw_lines[-40:])
