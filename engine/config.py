@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -117,9 +118,9 @@ class Config:
             "shutdown.grace_s": self.shutdown.grace_s,
         }
         for name, value in positive.items():
-            if value <= 0:
+            if not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{name} must be greater than 0, got {value}")
-        if self.backoff.jitter_s < 0:
+        if not math.isfinite(self.backoff.jitter_s) or self.backoff.jitter_s < 0:
             raise ConfigError(f"backoff.jitter_s must not be negative, got {self.backoff.jitter_s}")
         if d.lease_s <= d.total_timeout_s:
             raise ConfigError(

@@ -99,7 +99,9 @@ class Outcome:
     """The result of one batch, for the recorder to write.
 
     `sent` is False when the batch was never attempted (shutdown before its turn): its lease is
-    released and its attempt not counted.
+    released and its attempt not counted. `counts` is False for a failure of a request that was
+    already in flight when its endpoint was seen failing: concurrent requests to an endpoint that
+    went down fail together, and count as one failure, not one each.
     """
 
     webhook_id: int
@@ -108,3 +110,4 @@ class Outcome:
     sent: bool
     error: str | None = None
     log: LogRow | None = None
+    counts: bool = True

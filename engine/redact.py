@@ -11,6 +11,7 @@ MASK = "********"
 # Header names whose values are credentials. Matched case-insensitively; names that contain one of
 # the fragments below are masked too (X-Api-Key, X-Auth-Token, ...).
 _SECRET_NAMES = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "auth"})
+_SCHEMED = frozenset({"authorization", "proxy-authorization"})
 _SECRET_FRAGMENTS = ("token", "secret", "password", "api-key", "apikey", "x-auth")
 
 
@@ -22,10 +23,11 @@ def is_credential(name: str) -> bool:
 def mask_value(name: str, value: str) -> str:
     if not is_credential(name):
         return value
-    scheme, _, rest = value.partition(" ")
-    # Keep the scheme ("Basic", "Bearer") so the log still says what kind of credential was sent.
-    if rest and scheme.isalpha() and len(scheme) <= 16:
-        return f"{scheme} {MASK}"
+    if name.lower() in _SCHEMED:
+        # Keep the scheme ("Basic", "Bearer") so the log still says what kind was sent.
+        scheme, _, rest = value.partition(" ")
+        if rest and scheme.isalpha() and len(scheme) <= 16:
+            return f"{scheme} {MASK}"
     return MASK
 
 

@@ -4,7 +4,9 @@ worker under global and per-endpoint limits, and stop cleanly."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import asyncpg
 import structlog
@@ -34,6 +36,7 @@ class Scheduler:
         self._endpoint_limits: dict[int, asyncio.Semaphore] = {}
         self._in_flight: dict[int, int] = {}  # batches claimed and not yet finished, per webhook
         self._awaiting_flush: dict[int, int] = {}  # failed batches whose backoff is not written yet
+        self._failing_since: dict[int, float] = {}  # monotonic time an endpoint was seen failing
         self._tasks: set[asyncio.Task[None]] = set()
         self._rotation = 0
 
@@ -155,6 +158,18 @@ class Scheduler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _classify(self, webhook_id: int, started: float, outcome: Outcome) -> Outcome:
+        """Mark failures of requests that started before their endpoint was seen failing as
+        collateral: they do not add to consecutive_failures."""
+        if outcome.success:
+            self._failing_since.pop(webhook_id, None)
+            return outcome
+        since = self._failing_since.get(webhook_id)
+        if since is None:
+            self._failing_since[webhook_id] = time.monotonic()
+            return outcome
+        return outcome if started >= since else replace(outcome, counts=False)
+
     async def _deliver(self, webhook: Webhook, batch: Batch) -> None:
         outcome: Outcome | None = None
         try:
@@ -163,7 +178,10 @@ class Scheduler:
             )
             async with self._global, limit:
                 if not self._stopping:
-                    outcome = await self._worker.deliver(webhook, batch)
+                    started = time.monotonic()
+                    outcome = self._classify(
+                        webhook.id, started, await self._worker.deliver(webhook, batch)
+                    )
         except asyncio.CancelledError:
             log.warning("delivery.interrupted", webhook_id=webhook.id, events=batch.event_ids)
             raise

@@ -15,7 +15,11 @@ def secret_key(secret: str) -> bytes:
     """The HMAC key of a `whsec_<base64>` secret."""
     if not secret.startswith(SECRET_PREFIX):
         raise ValueError("secret must start with whsec_")
-    return base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+    encoded = secret[len(SECRET_PREFIX) :]
+    key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    if not key:
+        raise ValueError("secret holds no key after whsec_")
+    return key
 
 
 def standard_signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:

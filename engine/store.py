@@ -226,7 +226,7 @@ def _endpoint_tallies(outcomes: Sequence[Outcome]) -> tuple[list[int], list[bool
     came after the last success (or in all, when none succeeded)."""
     tally: dict[int, tuple[bool, int]] = {}
     for outcome in outcomes:
-        if not outcome.sent:
+        if not outcome.sent or not (outcome.success or outcome.counts):
             continue
         reset, failures = tally.get(outcome.webhook_id, (False, 0))
         tally[outcome.webhook_id] = (True, 0) if outcome.success else (reset, failures + 1)

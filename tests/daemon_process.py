@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -54,10 +55,8 @@ class DaemonProcess:
         async for raw in self.proc.stdout:
             line = raw.decode(errors="replace").rstrip("\n")
             self.raw_lines.append(line)
-            try:
+            with contextlib.suppress(ValueError):  # not every line is JSON (tracebacks)
                 self.events.append(json.loads(line))
-            except ValueError:
-                pass
             self._changed.set()
 
     def count(self, event: str) -> int:

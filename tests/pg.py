@@ -1,5 +1,6 @@
 """Find a Postgres server for the tests: WEBHOOK_ENGINE_TEST_DSN, else the local server on
-127.0.0.1:5432, else an embedded one from the `pgserver` package. Each test gets its own database,
+127.0.0.1:5432, else an embedded one from the `pgserver` package (WEBHOOK_ENGINE_TEST_EMBEDDED=1
+forces that, to check the fallback). Each test gets its own database,
 cloned from a template that already holds the schema, and dropped afterwards."""
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def server_dsn() -> Iterator[str]:
     if explicit:
         yield explicit
         return
-    if asyncio.run(_reachable(LOCAL_DSN)):
+    if not os.environ.get("WEBHOOK_ENGINE_TEST_EMBEDDED") and asyncio.run(_reachable(LOCAL_DSN)):
         yield LOCAL_DSN
         return
     with _embedded_server() as dsn:

@@ -89,6 +89,40 @@ async def test_backing_off_endpoint_holds_its_events_in_order(
     assert await db.fetchval("SELECT consecutive_failures FROM webhooks WHERE id = $1", down) == 0
 
 
+async def test_concurrent_failures_count_once(
+    db: asyncpg.Connection, receiver: Receiver, engine: EngineFactory
+) -> None:
+    async def fail_together(_request: web.Request, _body: bytes) -> web.StreamResponse:
+        # Answer only once all six requests have arrived: they are surely concurrent.
+        await receiver.wait_for(lambda: receiver.in_flight >= 6, what="six in flight")
+        return web.Response(status=500)
+
+    receiver.on("/down", fail_together)
+    down = await add_webhook(db, receiver.url("/down"), ["*"])
+    await db.execute(
+        "INSERT INTO webhook_events (topic, payload) "
+        "SELECT 'order.created', '{}' FROM generate_series(1, 6)"
+    )
+    engine(
+        delivery={"per_endpoint_concurrency": 6},
+        backoff={"initial_s": 30.0, "max_s": 60.0, "jitter_s": 0.0},
+    )
+
+    async def all_released() -> bool:
+        logged = await db.fetchval("SELECT count(*) FROM webhook_logs")
+        leased = await db.fetchval(
+            "SELECT count(*) FROM webhook_queue WHERE locked_until IS NOT NULL"
+        )
+        return bool(logged == 6 and leased == 0)
+
+    await wait_until(all_released, what="the first round recorded")
+    assert receiver.max_in_flight["/down"] == 6
+    # Six requests in flight together when the endpoint failed: one failure, one backoff step.
+    row = await one(db, "SELECT * FROM webhooks WHERE id = $1", down)
+    assert row["consecutive_failures"] == 1
+    assert row["next_retry_after"] is not None
+
+
 async def test_failing_endpoint_does_not_block_a_healthy_one(
     db: asyncpg.Connection, receiver: Receiver, engine: EngineFactory
 ) -> None:

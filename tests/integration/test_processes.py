@@ -101,7 +101,8 @@ async def test_two_daemons_deliver_each_event_once(
     for chunk in range(10):
         await db.execute(
             "INSERT INTO webhook_events (topic, payload) "
-            "SELECT 'order.created', jsonb_build_object('n', g) FROM generate_series($1::int, $2::int) g",
+            "SELECT 'order.created', jsonb_build_object('n', g) "
+            "FROM generate_series($1::int, $2::int) g",
             chunk * 300 + 1,
             chunk * 300 + 300,
         )

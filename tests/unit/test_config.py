@@ -1,0 +1,174 @@
+"""engine.config: loading and validating the TOML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import Config, ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "engine.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_without_a_file() -> None:
+    config = Config.load(None, env={})
+
+    assert config == Config()
+    assert config.database.dsn is None
+    assert config.delivery.lease_s > config.delivery.total_timeout_s
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    assert Config.load(write(tmp_path, ""), env={}) == Config()
+
+
+def test_file_values_are_read(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[database]
+dsn = "postgresql://file/db"
+pool_size = 9
+synchronous_commit = "off"
+
+[delivery]
+concurrency = 16
+total_timeout_s = 12.5
+lease_s = 60.0
+user_agent = "custom/1"
+
+[backoff]
+jitter_s = 0.0
+
+[recorder]
+log_body_limit_chars = 500
+
+[shutdown]
+grace_s = 3.0
+""",
+    )
+
+    config = Config.load(path, env={})
+
+    assert config.database.dsn == "postgresql://file/db"
+    assert config.database.pool_size == 9
+    assert config.database.synchronous_commit == "off"
+    assert config.delivery.concurrency == 16
+    assert config.delivery.total_timeout_s == 12.5
+    assert config.delivery.lease_s == 60.0
+    assert config.delivery.user_agent == "custom/1"
+    assert config.delivery.poll_interval_s == Config().delivery.poll_interval_s
+    assert config.backoff.jitter_s == 0.0
+    assert config.recorder.log_body_limit_chars == 500
+    assert config.shutdown.grace_s == 3.0
+
+
+def test_ints_are_accepted_for_float_fields(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "[delivery]\ntotal_timeout_s = 10\nlease_s = 20\n[backoff]\nmax_s = 60\n"
+    )
+
+    config = Config.load(path, env={})
+
+    assert config.delivery.total_timeout_s == 10.0
+    assert isinstance(config.delivery.total_timeout_s, float)
+    assert isinstance(config.delivery.lease_s, float)
+    assert isinstance(config.backoff.max_s, float)
+
+
+def test_env_dsn_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[database]\ndsn = "postgresql://file/db"\npool_size = 2\n')
+
+    config = Config.load(path, env={"WEBHOOK_ENGINE_DSN": "postgresql://env/db"})
+
+    assert config.database.dsn == "postgresql://env/db"
+    assert config.database.pool_size == 2
+
+
+def test_env_dsn_without_a_file() -> None:
+    config = Config.load(None, env={"WEBHOOK_ENGINE_DSN": "postgresql://env/db"})
+
+    assert config.database.dsn == "postgresql://env/db"
+
+
+def test_empty_env_dsn_keeps_the_file_value(tmp_path: Path) -> None:
+    path = write(tmp_path, '[database]\ndsn = "postgresql://file/db"\n')
+
+    assert Config.load(path, env={"WEBHOOK_ENGINE_DSN": ""}).database.dsn == "postgresql://file/db"
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("[bogus]\nx = 1\n", ["bogus"]),
+        ("[delivery]\nconcurency = 4\n", ["concurency"]),
+        ("[backoff]\ninitial = 1.0\n", ["initial"]),
+        ('[delivery]\nconcurrency = "8"\n', ["concurrency"]),
+        ("[delivery]\nconcurrency = 1.5\n", ["concurrency"]),
+        ("[delivery]\nconcurrency = true\n", ["concurrency"]),
+        ("[delivery]\nlease_s = true\n", ["lease_s"]),
+        ('[delivery]\ntotal_timeout_s = "30"\n', ["total_timeout_s"]),
+        ("[database]\ndsn = 5\n", ["dsn"]),
+        ("[delivery]\nuser_agent = 1\n", ["user_agent"]),
+        ("delivery = 5\n", ["delivery"]),
+        ("[delivery]\nconcurrency = 0\n", ["delivery.concurrency"]),
+        ("[database]\npool_size = -1\n", ["database.pool_size"]),
+        ("[delivery]\npoll_interval_s = 0.0\n", ["delivery.poll_interval_s"]),
+        ("[backoff]\nmax_s = -5\n", ["backoff.max_s"]),
+        ("[backoff]\njitter_s = -0.1\n", ["backoff.jitter_s"]),
+        ("[recorder]\nflush_max_items = 0\n", ["recorder.flush_max_items"]),
+        ("[shutdown]\ngrace_s = 0\n", ["shutdown.grace_s"]),
+        ('[database]\nsynchronous_commit = "maybe"\n', ["database.synchronous_commit"]),
+        (
+            "[delivery]\nlease_s = 30\ntotal_timeout_s = 30\n",
+            ["delivery.lease_s", "delivery.total_timeout_s"],
+        ),
+        (
+            "[delivery]\nlease_s = 10\n",
+            ["delivery.lease_s", "delivery.total_timeout_s"],
+        ),
+    ],
+)
+def test_invalid_settings_name_the_key(tmp_path: Path, text: str, names: list[str]) -> None:
+    path = write(tmp_path, text)
+
+    with pytest.raises(ConfigError) as caught:
+        Config.load(path, env={})
+
+    for name in names:
+        assert name in str(caught.value)
+
+
+def test_zero_jitter_is_allowed(tmp_path: Path) -> None:
+    assert Config.load(write(tmp_path, "[backoff]\njitter_s = 0\n"), env={}).backoff.jitter_s == 0
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    missing = tmp_path / "absent.toml"
+
+    with pytest.raises(ConfigError, match=r"absent\.toml"):
+        Config.load(missing, env={})
+
+
+def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "[delivery\nconcurrency = 4\n")
+
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        Config.load(path, env={})
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize("key", ["total_timeout_s", "poll_interval_s", "lease_s"])
+def test_nan_durations_are_rejected(tmp_path: Path, key: str) -> None:
+    path = write(tmp_path, f"[delivery]\n{key} = nan\n")
+
+    with pytest.raises(ConfigError, match=key):
+        Config.load(path, env={})
