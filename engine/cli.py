@@ -14,6 +14,7 @@ import asyncpg
 import structlog
 
 from engine import daemon, logs
+from engine.aio import run_loop
 from engine.config import Config, ConfigError
 from engine.store import init_schema
 
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "init-db":
             return asyncio.run(_init_db(config.database.dsn))
-        return asyncio.run(daemon.run(config, burst=args.burst))
+        return run_loop(daemon.run(config, burst=args.burst))
     except daemon.SchemaMissingError as exc:
         print(f"webhook-engine: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 
 import orjson
 
@@ -15,6 +16,7 @@ _SCHEMED = frozenset({"authorization", "proxy-authorization"})
 _SECRET_FRAGMENTS = ("token", "secret", "password", "api-key", "apikey", "x-auth")
 
 
+@lru_cache(maxsize=1024)
 def is_credential(name: str) -> bool:
     lowered = name.lower()
     return lowered in _SECRET_NAMES or any(f in lowered for f in _SECRET_FRAGMENTS)

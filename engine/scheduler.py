@@ -137,8 +137,10 @@ class Scheduler:
         for webhook in ready[self._rotation :] + ready[: self._rotation]:
             # An endpoint that has been failing gets one probe batch, not its full share.
             cap = 1 if webhook.consecutive_failures else self._config.per_endpoint_concurrency
-            slots = min(cap - self._in_flight.get(webhook.id, 0), free)
-            if slots <= 0:
+            busy = self._in_flight.get(webhook.id, 0)
+            slots = min(cap - busy, free)
+            # Claim for a busy endpoint in bunches, not one query and commit per freed slot.
+            if slots <= 0 or (busy and slots < _bunch(cap)):
                 continue
             free -= slots
             budgets.append(
@@ -213,3 +215,8 @@ class Scheduler:
                 del self._in_flight[webhook.id]
                 self._endpoint_limits.pop(webhook.id, None)
             self._wake.set()
+
+
+def _bunch(capacity: int) -> int:
+    """While requests are in flight, wait until this many slots are free before claiming more."""
+    return max(1, capacity // 4)
