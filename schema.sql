@@ -31,6 +31,14 @@ CREATE TABLE IF NOT EXISTS webhooks (
     CONSTRAINT webhooks_maximum_size_check CHECK (maximum_size >= 1)
 );
 
+-- Columns added after the first release (ADD COLUMN IF NOT EXISTS keeps init-db re-runnable).
+-- NULL means the daemon's configured default ([retry] in the config file).
+ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS retry boolean NOT NULL DEFAULT true;
+ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS retry_schedule_s integer[];
+ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS max_consecutive_failures integer;
+ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS failure_window_max integer;
+ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS failure_window_s integer;
+
 -- Intake. Apps insert in their own transaction; an event exists for delivery exactly when that
 -- transaction commits. webhook_id NULL: every webhook whose topics match; set: only that webhook.
 CREATE TABLE IF NOT EXISTS webhook_events (
@@ -51,7 +59,11 @@ CREATE TABLE IF NOT EXISTS webhook_queue (
     last_error   text,
     PRIMARY KEY (webhook_id, event_id)
 );
+-- Set when a delivery used all its attempts: kept, listed and replayable, never claimed.
+ALTER TABLE webhook_queue ADD COLUMN IF NOT EXISTS failed_at timestamptz;
 CREATE INDEX IF NOT EXISTS webhook_queue_event_idx ON webhook_queue (event_id);
+CREATE INDEX IF NOT EXISTS webhook_queue_failed_idx ON webhook_queue (webhook_id, event_id)
+    WHERE failed_at IS NOT NULL;
 
 -- One row per HTTP request made.
 CREATE TABLE IF NOT EXISTS webhook_logs (
@@ -117,6 +129,19 @@ BEGIN
                 USING ERRCODE = 'check_violation';
         END IF;
     END LOOP;
+    IF array_position(NEW.retry_schedule_s, NULL) IS NOT NULL
+       OR 0 >= ANY (NEW.retry_schedule_s) OR cardinality(NEW.retry_schedule_s) = 0 THEN
+        RAISE EXCEPTION 'webhooks.retry_schedule_s must list positive seconds, e.g. {5,300,1800}'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF NEW.max_consecutive_failures < 0 OR NEW.failure_window_max < 0 THEN
+        RAISE EXCEPTION 'webhooks.max_consecutive_failures and failure_window_max must be 0 (off) or more'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF NEW.failure_window_s <= 0 THEN
+        RAISE EXCEPTION 'webhooks.failure_window_s must be positive seconds'
+            USING ERRCODE = 'check_violation';
+    END IF;
     IF jsonb_typeof(NEW.headers) <> 'object' THEN
         RAISE EXCEPTION 'webhooks.headers must be a JSON object of header name to string value'
             USING ERRCODE = 'check_violation';

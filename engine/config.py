@@ -38,11 +38,20 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class BackoffConfig:
-    # Per-endpoint exponential backoff with jitter after consecutive failures.
-    initial_s: float = 1.0
-    max_s: float = 3600.0
-    jitter_s: float = 1.0
+class RetryConfig:
+    # After the n-th consecutive failure an endpoint waits schedule_s[n-1] (then the last entry),
+    # plus up to `jitter` (a fraction) of it. A delivery gets 1 + len(schedule_s) attempts, then
+    # its events are marked failed (kept, replayable). Default: the Standard Webhooks schedule.
+    schedule_s: tuple[float, ...] = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+    jitter: float = 0.1
+    # 429/503 with Retry-After: wait what the endpoint asks, at most this long.
+    retry_after_max_s: float = 3600.0
+    # Disable an endpoint when its consecutive failures exceed this (WooCommerce: 5); 0 = never.
+    max_consecutive_failures: int = 5
+    # Disable an endpoint with more than this many failures within failure_window_s
+    # (ReadyCloud: more than 3 in 6 hours); 0 = off.
+    failure_window_max: int = 0
+    failure_window_s: float = 21600.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +71,7 @@ class ShutdownConfig:
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
-    backoff: BackoffConfig = field(default_factory=BackoffConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
 
@@ -110,8 +119,8 @@ class Config:
             "delivery.total_timeout_s": d.total_timeout_s,
             "delivery.lease_s": d.lease_s,
             "delivery.poll_interval_s": d.poll_interval_s,
-            "backoff.initial_s": self.backoff.initial_s,
-            "backoff.max_s": self.backoff.max_s,
+            "retry.retry_after_max_s": self.retry.retry_after_max_s,
+            "retry.failure_window_s": self.retry.failure_window_s,
             "recorder.flush_interval_ms": self.recorder.flush_interval_ms,
             "recorder.flush_max_items": self.recorder.flush_max_items,
             "recorder.log_body_limit_chars": self.recorder.log_body_limit_chars,
@@ -120,8 +129,14 @@ class Config:
         for name, value in positive.items():
             if not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{name} must be greater than 0, got {value}")
-        if not math.isfinite(self.backoff.jitter_s) or self.backoff.jitter_s < 0:
-            raise ConfigError(f"backoff.jitter_s must not be negative, got {self.backoff.jitter_s}")
+        r = self.retry
+        if not r.schedule_s or not all(math.isfinite(s) and s > 0 for s in r.schedule_s):
+            raise ConfigError("retry.schedule_s must be a non-empty list of positive seconds")
+        if not math.isfinite(r.jitter) or not 0 <= r.jitter <= 1:
+            raise ConfigError(f"retry.jitter must be a fraction from 0 to 1, got {r.jitter}")
+        for name in ("max_consecutive_failures", "failure_window_max"):
+            if getattr(r, name) < 0:
+                raise ConfigError(f"retry.{name} must not be negative (0 turns it off)")
         if d.lease_s <= d.total_timeout_s:
             raise ConfigError(
                 f"delivery.lease_s ({d.lease_s}) must exceed delivery.total_timeout_s "
@@ -136,7 +151,7 @@ class Config:
 _SECTION_TYPES: dict[str, type] = {
     "database": DatabaseConfig,
     "delivery": DeliveryConfig,
-    "backoff": BackoffConfig,
+    "retry": RetryConfig,
     "recorder": RecorderConfig,
     "shutdown": ShutdownConfig,
 }
@@ -161,4 +176,6 @@ def _coerce(value: Any, expected: str, where: str) -> Any:
         return value
     if expected in ("str", "str | None") and isinstance(value, str):
         return value
+    if expected == "tuple[float, ...]" and isinstance(value, list):
+        return tuple(_coerce(item, "float", where) for item in value)
     raise ConfigError(f"{where} must be {expected}, got {value!r}")

@@ -13,7 +13,7 @@ import structlog
 from engine.aio import wait_first
 from engine.config import Config
 from engine.listener import Listener
-from engine.policy import EndpointBackoff
+from engine.policy import RetryPolicy
 from engine.recorder import Recorder
 from engine.scheduler import Scheduler
 from engine.sender import Sender
@@ -47,7 +47,7 @@ async def run(
         raise SchemaMissingError(
             "the webhook-engine tables are missing in this database: run `webhook-engine init-db`"
         )
-    backoff = EndpointBackoff.from_config(config.backoff)
+    policy = RetryPolicy.from_config(config.retry)
     d = config.delivery
     try:
         async with Sender(
@@ -58,13 +58,14 @@ async def run(
         ) as sender:
             worker = Worker(
                 sender,
+                policy=policy,
                 user_agent=d.user_agent,
                 log_body_limit_chars=config.recorder.log_body_limit_chars,
             )
             scheduler: Scheduler
             recorder = Recorder(
                 store,
-                backoff_s=backoff.delay_s,
+                policy=policy,
                 flush_interval_s=config.recorder.flush_interval_ms / 1000,
                 flush_max_items=config.recorder.flush_max_items,
                 on_flush=lambda outcomes, states: scheduler.on_flush(outcomes, states),

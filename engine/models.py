@@ -21,6 +21,12 @@ class Webhook:
     maximum_events: int
     maximum_size: int
     consecutive_failures: int
+    # Retry and suspension settings; None means the configured default ([retry] section).
+    retry: bool = True
+    retry_schedule_s: tuple[float, ...] | None = None
+    max_consecutive_failures: int | None = None
+    failure_window_max: int | None = None
+    failure_window_s: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -104,10 +110,18 @@ class Outcome:
     went down fail together, and count as one failure, not one each.
     """
 
-    webhook_id: int
+    webhook: Webhook
     event_ids: list[int]
     success: bool
     sent: bool
     error: str | None = None
     log: LogRow | None = None
     counts: bool = True
+    # The last attempt this delivery gets: on failure its events are marked failed.
+    final: bool = False
+    retry_after_s: float | None = None
+    gone: bool = False
+
+    @property
+    def webhook_id(self) -> int:
+        return self.webhook.id

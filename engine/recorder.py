@@ -14,6 +14,7 @@ import structlog
 
 from engine.aio import wait_first
 from engine.models import Outcome
+from engine.policy import RetryPolicy
 from engine.store import EndpointState, Store
 
 log = structlog.get_logger("engine.recorder")
@@ -26,14 +27,14 @@ class Recorder:
         self,
         store: Store,
         *,
-        backoff_s: Callable[[int], float],
+        policy: RetryPolicy,
         flush_interval_s: float,
         flush_max_items: int,
         on_flush: FlushListener,
         retry_max_s: float = 5.0,
     ) -> None:
         self._store = store
-        self._backoff_s = backoff_s
+        self._policy = policy
         self._interval_s = flush_interval_s
         self._max_items = flush_max_items
         self._on_flush = on_flush
@@ -79,7 +80,7 @@ class Recorder:
         while True:
             batch, self._buffer = self._buffer, []
             try:
-                states = await self._store.record(batch, self._backoff_s)
+                states = await self._store.record(batch, self._policy)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 # Keep every outcome: put them back in front and try again. If the process dies
                 # meanwhile, the leases expire and the events are delivered again.

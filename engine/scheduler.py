@@ -37,6 +37,7 @@ class Scheduler:
         self._in_flight: dict[int, int] = {}  # batches claimed and not yet finished, per webhook
         self._awaiting_flush: dict[int, int] = {}  # failed batches whose backoff is not written yet
         self._failing_since: dict[int, float] = {}  # monotonic time an endpoint was seen failing
+        self._disabled: set[int] = set()  # endpoints this daemon disabled, to notice re-enabling
         self._tasks: set[asyncio.Task[None]] = set()
         self._rotation = 0
 
@@ -100,12 +101,20 @@ class Scheduler:
                 else:
                     self._awaiting_flush.pop(outcome.webhook_id, None)
         for state in states:
-            if state.backoff_s is not None:
+            if state.disabled_reason is not None:
+                self._disabled.add(state.webhook_id)
+                log.error(
+                    "endpoint.disabled",
+                    webhook_id=state.webhook_id,
+                    consecutive_failures=state.consecutive_failures,
+                    reason=state.disabled_reason,
+                )
+            elif state.retry_in_s is not None:
                 log.warning(
                     "endpoint.backing_off",
                     webhook_id=state.webhook_id,
                     consecutive_failures=state.consecutive_failures,
-                    retry_in_s=round(state.backoff_s, 3),
+                    retry_in_s=round(state.retry_in_s, 3),
                 )
             else:
                 log.info("endpoint.recovered", webhook_id=state.webhook_id)
@@ -116,6 +125,10 @@ class Scheduler:
         if free <= 0:
             return False
         ready = [w for w in await self._store.ready_webhooks() if w.id not in self._awaiting_flush]
+        for webhook in ready:
+            if webhook.id in self._disabled:
+                self._disabled.discard(webhook.id)
+                log.info("endpoint.reenabled", webhook_id=webhook.id)
         budgets = self._budgets(ready, free)
         if not budgets:
             return False
@@ -167,6 +180,8 @@ class Scheduler:
             self._failing_since.pop(webhook_id, None)
             return outcome
         since = self._failing_since.get(webhook_id)
+        if outcome.gone or outcome.retry_after_s is not None:
+            return outcome  # the endpoint said something specific: always acted on
         if since is None:
             self._failing_since[webhook_id] = time.monotonic()
             return outcome
@@ -192,7 +207,7 @@ class Scheduler:
             # backs off instead of retrying in a tight loop, and keep the events queued.
             log.exception("delivery.crashed", webhook_id=webhook.id, events=batch.event_ids)
             outcome = Outcome(
-                webhook_id=webhook.id,
+                webhook=webhook,
                 event_ids=batch.event_ids,
                 success=False,
                 sent=True,
@@ -203,7 +218,7 @@ class Scheduler:
                 # Not attempted, interrupted or crashed: release the lease so nothing waits for
                 # it to expire. An interrupted request may have arrived: at-least-once.
                 outcome = Outcome(
-                    webhook_id=webhook.id, event_ids=batch.event_ids, success=False, sent=False
+                    webhook=webhook, event_ids=batch.event_ids, success=False, sent=False
                 )
             elif not outcome.success:
                 self._awaiting_flush[webhook.id] = self._awaiting_flush.get(webhook.id, 0) + 1

@@ -4,7 +4,7 @@ the top-level schema.sql."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -12,11 +12,14 @@ from typing import Any
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
 
 from engine.batching import envelope_overhead_estimate
 from engine.models import Event, LogRow, Outcome, Webhook
+from engine.policy import EndpointFailure, RetryPolicy
 
 NOTIFY_CHANNEL = "webhook_engine"
+Conn = asyncpg.Connection | PoolConnectionProxy
 # Serialises concurrent `init-db` runs.
 _SCHEMA_LOCK_KEY = 0x77656268  # "webh"
 
@@ -69,11 +72,13 @@ class ClaimBudget:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EndpointState:
-    """An endpoint's failure count after a flush, and the backoff set from it (None: healthy)."""
+    """An endpoint's failure count after a flush; for a failing one, when it is tried again and
+    why it was disabled (if it was)."""
 
     webhook_id: int
     consecutive_failures: int
-    backoff_s: float | None
+    retry_in_s: float | None = None
+    disabled_reason: str | None = None
 
 
 async def init_schema(conn: asyncpg.Connection) -> None:
@@ -141,54 +146,102 @@ class Store:
             events.sort(key=lambda e: e.id)
         return claimed
 
-    async def record(
-        self, outcomes: Sequence[Outcome], backoff_s: Callable[[int], float]
-    ) -> list[EndpointState]:
-        """Write outcomes, endpoint state and log rows in one transaction.
-
-        `backoff_s(consecutive_failures) -> seconds` decides the endpoint's next_retry_after.
-        Returns the endpoints whose failure state changed.
-        """
+    async def record(self, outcomes: Sequence[Outcome], policy: RetryPolicy) -> list[EndpointState]:
+        """Write outcomes, log rows and endpoint state in one transaction; `policy` decides each
+        failing endpoint's next try and whether it is disabled. Returns the endpoints whose
+        failure state changed."""
         done_w, done_e = _pairs(o for o in outcomes if o.success)
         unsent_w, unsent_e = _pairs(o for o in outcomes if not o.sent)
-        failed = [o for o in outcomes if o.sent and not o.success]
+        failed = [o for o in outcomes if o.sent and not o.success and not o.final]
         failed_w, failed_e = _pairs(failed)
-        failed_err = [o.error for o in failed for _ in o.event_ids]
-        endpoint_ids, resets, failures = _endpoint_tallies(outcomes)
+        final = [o for o in outcomes if o.sent and not o.success and o.final]
+        final_w, final_e = _pairs(final)
         logs = [_log_record(o.log) for o in outcomes if o.log is not None]
+        endpoint_ids, resets, failures = _endpoint_tallies(outcomes)
 
         async with self._pool.acquire() as conn, conn.transaction():
             if done_w:
                 await conn.execute(QUERIES["complete"], done_w, done_e)
             if failed_w:
-                await conn.execute(QUERIES["release_failed"], failed_w, failed_e, failed_err)
+                await conn.execute(QUERIES["release_failed"], failed_w, failed_e, _errors(failed))
+            if final_w:
+                await conn.execute(QUERIES["mark_failed"], final_w, final_e, _errors(final))
             if unsent_w:
                 await conn.execute(QUERIES["release_unsent"], unsent_w, unsent_e)
-            states: list[EndpointState] = []
-            if endpoint_ids:
-                rows = await conn.fetch(
-                    QUERIES["endpoint_outcomes"], endpoint_ids, resets, failures
-                )
-                backoff_ids: list[int] = []
-                delays: list[float] = []
-                for row in rows:
-                    delay = None
-                    if row["failures"] > 0:
-                        delay = float(backoff_s(row["consecutive_failures"]))
-                        backoff_ids.append(row["id"])
-                        delays.append(delay)
-                    states.append(
-                        EndpointState(
-                            webhook_id=row["id"],
-                            consecutive_failures=row["consecutive_failures"],
-                            backoff_s=delay,
-                        )
-                    )
-                if backoff_ids:
-                    await conn.execute(QUERIES["set_backoff"], backoff_ids, delays)
             if logs:
                 await conn.copy_records_to_table("webhook_logs", records=logs, columns=_LOG_COLUMNS)
+            if not endpoint_ids:
+                return []
+            rows = await conn.fetch(QUERIES["endpoint_outcomes"], endpoint_ids, resets, failures)
+            return await self._decide(conn, rows, outcomes, policy)
+
+    async def _decide(
+        self,
+        conn: Conn,
+        rows: Sequence[asyncpg.Record],
+        outcomes: Sequence[Outcome],
+        policy: RetryPolicy,
+    ) -> list[EndpointState]:
+        webhooks = {o.webhook_id: o.webhook for o in outcomes}
+        failing = [row for row in rows if row["failures"] > 0]
+        windows = {w: policy.window_s(webhooks[w]) for w in (row["id"] for row in failing)}
+        recent = await self._recent_failures(conn, windows)
+        states = [
+            EndpointState(webhook_id=row["id"], consecutive_failures=row["consecutive_failures"])
+            for row in rows
+            if row["failures"] == 0
+        ]
+        decided: list[tuple[int, float, str | None]] = []
+        for row in failing:
+            webhook_id = row["id"]
+            mine = [o for o in outcomes if o.webhook_id == webhook_id and not o.success]
+            retry_after = [o.retry_after_s for o in mine if o.retry_after_s is not None]
+            decision = policy.decide(
+                EndpointFailure(
+                    webhook=webhooks[webhook_id],
+                    consecutive_failures=row["consecutive_failures"],
+                    recent_failures=recent.get(webhook_id, 0),
+                    retry_after_s=max(retry_after) if retry_after else None,
+                    gone=any(o.gone for o in mine),
+                )
+            )
+            decided.append((webhook_id, decision.delay_s, decision.disable_reason))
+            states.append(
+                EndpointState(
+                    webhook_id=webhook_id,
+                    consecutive_failures=row["consecutive_failures"],
+                    retry_in_s=decision.delay_s,
+                    disabled_reason=decision.disable_reason,
+                )
+            )
+        if decided:
+            await conn.execute(
+                QUERIES["set_endpoint_state"],
+                [d[0] for d in decided],
+                [d[1] for d in decided],
+                [d[2] for d in decided],
+            )
         return states
+
+    @staticmethod
+    async def _recent_failures(conn: Conn, windows: dict[int, float | None]) -> dict[int, int]:
+        active = {w: s for w, s in windows.items() if s is not None}
+        if not active:
+            return {}
+        rows = await conn.fetch(QUERIES["recent_failures"], list(active), list(active.values()))
+        return {row["webhook_id"]: row["failures"] for row in rows}
+
+    async def list_failed(self, webhook_id: int | None, limit: int) -> list[asyncpg.Record]:
+        return list(await self._pool.fetch(QUERIES["list_failed"], webhook_id, limit))
+
+    async def replay_failed(
+        self, webhook_id: int | None, event_ids: Sequence[int] | None = None
+    ) -> int:
+        """Put failed deliveries back in the queue with fresh attempts; returns how many."""
+        row = await self._pool.fetchrow(
+            QUERIES["replay_failed"], webhook_id, list(event_ids) if event_ids else None
+        )
+        return int(row[0]) if row else 0
 
     async def release_unsent(self, pairs: Sequence[tuple[int, int]]) -> None:
         if pairs:
@@ -217,7 +270,16 @@ def _webhook(row: asyncpg.Record) -> Webhook:
         maximum_events=row["maximum_events"],
         maximum_size=row["maximum_size"],
         consecutive_failures=row["consecutive_failures"],
+        retry=row["retry"],
+        retry_schedule_s=_floats(row["retry_schedule_s"]),
+        max_consecutive_failures=row["max_consecutive_failures"],
+        failure_window_max=row["failure_window_max"],
+        failure_window_s=row["failure_window_s"],
     )
+
+
+def _floats(values: Sequence[int] | None) -> tuple[float, ...] | None:
+    return None if values is None else tuple(float(v) for v in values)
 
 
 def _pairs(outcomes: Iterable[Outcome]) -> tuple[list[int], list[int]]:
@@ -227,6 +289,10 @@ def _pairs(outcomes: Iterable[Outcome]) -> tuple[list[int], list[int]]:
         webhook_ids.extend([outcome.webhook_id] * len(outcome.event_ids))
         event_ids.extend(outcome.event_ids)
     return webhook_ids, event_ids
+
+
+def _errors(outcomes: Sequence[Outcome]) -> list[str | None]:
+    return [o.error for o in outcomes for _ in o.event_ids]
 
 
 def _endpoint_tallies(outcomes: Sequence[Outcome]) -> tuple[list[int], list[bool], list[int]]:

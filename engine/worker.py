@@ -10,6 +10,7 @@ import structlog
 
 from engine import profiles
 from engine.models import Batch, LogRow, Outcome, OutgoingRequest, Response, Webhook
+from engine.policy import RetryPolicy, parse_retry_after
 from engine.redact import headers_json, truncate_bytes
 from engine.sender import Sender
 
@@ -17,8 +18,11 @@ log = structlog.get_logger("engine.worker")
 
 
 class Worker:
-    def __init__(self, sender: Sender, *, user_agent: str, log_body_limit_chars: int) -> None:
+    def __init__(
+        self, sender: Sender, *, policy: RetryPolicy, user_agent: str, log_body_limit_chars: int
+    ) -> None:
         self._sender = sender
+        self._policy = policy
         self._user_agent = user_agent
         self._body_limit = log_body_limit_chars
 
@@ -60,13 +64,31 @@ class Worker:
             log.warning("delivery.failed", error=response.error, **fields)
         if note:
             log.warning("delivery.oversize", note=note, **fields)
+        gone = response.status_code == 410
+        final = (
+            not response.success
+            and not gone
+            and batch.attempt >= self._policy.max_attempts(webhook)
+        )
+        if final:
+            log.warning(
+                "delivery.gave_up",
+                webhook_id=webhook.id,
+                request_id=str(request_id),
+                attempt=batch.attempt,
+                event_ids=batch.event_ids,
+                error=response.error,
+            )
         return Outcome(
-            webhook_id=webhook.id,
+            webhook=webhook,
             event_ids=batch.event_ids,
             success=response.success,
             sent=True,
             error=response.error,
             log=row,
+            final=final,
+            gone=gone,
+            retry_after_s=_retry_after(response),
         )
 
     def _log_row(
@@ -96,6 +118,14 @@ class Worker:
             error=response.error,
             note=note,
         )
+
+
+def _retry_after(response: Response) -> float | None:
+    """What a 429 or 503 asks for in Retry-After (seconds or an HTTP date), if anything."""
+    if response.status_code not in (429, 503):
+        return None
+    value = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), None)
+    return parse_retry_after(value)
 
 
 def _oversize_note(webhook: Webhook, batch: Batch) -> str | None:

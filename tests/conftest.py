@@ -63,7 +63,12 @@ def make_config(dsn: str, **sections: dict[str, Any]) -> Config:
     raw: dict[str, dict[str, Any]] = {
         "database": {"dsn": dsn},
         "delivery": {"poll_interval_s": 0.5, "connect_timeout_s": 2.0, "total_timeout_s": 5.0},
-        "backoff": {"initial_s": 0.2, "max_s": 1.0, "jitter_s": 0.0},
+        # Quick retries; no automatic disabling unless a test asks for it.
+        "retry": {
+            "schedule_s": [0.2, 0.3, 0.5, 0.5, 0.5, 0.5],
+            "jitter": 0.0,
+            "max_consecutive_failures": 0,
+        },
         "recorder": {"flush_interval_ms": 2.0},
         "shutdown": {"grace_s": 5.0},
     }

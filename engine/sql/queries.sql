@@ -3,13 +3,16 @@
 -- name: ready_webhooks
 -- Active endpoints, not backing off, with at least one unleased queued event.
 SELECT w.id, w.url, w.method, w.auth_type, w.secret, w.basic_username, w.basic_password,
-       w.headers::text AS headers, w.maximum_events, w.maximum_size, w.consecutive_failures
+       w.headers::text AS headers, w.maximum_events, w.maximum_size, w.consecutive_failures,
+       w.retry, w.retry_schedule_s, w.max_consecutive_failures, w.failure_window_max,
+       w.failure_window_s
 FROM webhooks AS w
 WHERE w.status = 'active'
   AND (w.next_retry_after IS NULL OR w.next_retry_after <= now())
   AND EXISTS (
       SELECT 1 FROM webhook_queue AS q
       WHERE q.webhook_id = w.id
+        AND q.failed_at IS NULL
         AND (q.locked_until IS NULL OR q.locked_until <= now())
   );
 
@@ -19,7 +22,9 @@ SELECT extract(epoch FROM min(w.next_retry_after) - now())::float8
 FROM webhooks AS w
 WHERE w.status = 'active'
   AND w.next_retry_after > now()
-  AND EXISTS (SELECT 1 FROM webhook_queue AS q WHERE q.webhook_id = w.id);
+  AND EXISTS (
+      SELECT 1 FROM webhook_queue AS q WHERE q.webhook_id = w.id AND q.failed_at IS NULL
+  );
 
 -- name: claim
 -- Lease the head of each given endpoint's queue, in event-id order: at most $2 rows and, beyond
@@ -40,6 +45,7 @@ locked AS (
         SELECT q.webhook_id, q.event_id
         FROM webhook_queue AS q
         WHERE q.webhook_id = budget.webhook_id
+          AND q.failed_at IS NULL
           AND (q.locked_until IS NULL OR q.locked_until <= now())
         ORDER BY q.event_id
         LIMIT budget.max_rows
@@ -77,6 +83,13 @@ SET locked_until = NULL, last_error = d.error
 FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS d(webhook_id, event_id, error)
 WHERE q.webhook_id = d.webhook_id AND q.event_id = d.event_id;
 
+-- name: mark_failed
+-- Attempted for the last time and failed: kept for listing and replay, never claimed again.
+UPDATE webhook_queue AS q
+SET locked_until = NULL, failed_at = now(), last_error = d.error
+FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS d(webhook_id, event_id, error)
+WHERE q.webhook_id = d.webhook_id AND q.event_id = d.event_id;
+
 -- name: release_unsent
 -- Claimed but never attempted (shutdown): back in the queue, the attempt not counted.
 UPDATE webhook_queue AS q
@@ -96,8 +109,46 @@ WHERE w.id = o.webhook_id
   AND (o.failures > 0 OR w.consecutive_failures <> 0 OR w.next_retry_after IS NOT NULL)
 RETURNING w.id, w.consecutive_failures, o.failures;
 
--- name: set_backoff
+-- name: recent_failures
+-- Failed requests per endpoint inside its failure window ($2 seconds).
+SELECT o.webhook_id, count(l.request_id)::int AS failures
+FROM unnest($1::bigint[], $2::float8[]) AS o(webhook_id, window_s)
+LEFT JOIN webhook_logs AS l
+  ON l.webhook_id = o.webhook_id
+ AND NOT l.success
+ AND l.delivered_at > now() - make_interval(secs => o.window_s)
+GROUP BY o.webhook_id;
+
+-- name: set_endpoint_state
+-- Back off for $2 seconds; with a reason in $3, also disable (an active endpoint).
 UPDATE webhooks AS w
-SET next_retry_after = now() + make_interval(secs => o.delay_s)
-FROM unnest($1::bigint[], $2::float8[]) AS o(webhook_id, delay_s)
+SET next_retry_after = now() + make_interval(secs => o.delay_s),
+    status = CASE WHEN o.reason IS NOT NULL AND w.status = 'active' THEN 'disabled'
+                  ELSE w.status END,
+    disabled_at = CASE WHEN o.reason IS NOT NULL AND w.status = 'active' THEN now()
+                       ELSE w.disabled_at END,
+    disabled_reason = CASE WHEN o.reason IS NOT NULL AND w.status = 'active' THEN o.reason
+                           ELSE w.disabled_reason END
+FROM unnest($1::bigint[], $2::float8[], $3::text[]) AS o(webhook_id, delay_s, reason)
 WHERE w.id = o.webhook_id;
+
+-- name: list_failed
+-- Deliveries that used all their attempts ($1: one webhook, or NULL for all).
+SELECT q.webhook_id, q.event_id, e.topic, q.attempts, q.failed_at, q.last_error
+FROM webhook_queue AS q
+JOIN webhook_events AS e ON e.id = q.event_id
+WHERE q.failed_at IS NOT NULL AND ($1::bigint IS NULL OR q.webhook_id = $1)
+ORDER BY q.webhook_id, q.event_id
+LIMIT $2;
+
+-- name: replay_failed
+-- Put failed deliveries back in the queue with fresh attempts ($2: only these events, or NULL).
+WITH replayed AS (
+    UPDATE webhook_queue AS q
+    SET failed_at = NULL, attempts = 0, locked_until = NULL, last_error = NULL
+    WHERE q.failed_at IS NOT NULL
+      AND ($1::bigint IS NULL OR q.webhook_id = $1)
+      AND ($2::bigint[] IS NULL OR q.event_id = ANY ($2::bigint[]))
+    RETURNING 1
+)
+SELECT count(*)::int, pg_notify('webhook_engine', '') FROM replayed;

@@ -34,7 +34,7 @@ async def test_failing_endpoint_backs_off_then_recovers(
     receiver.on("/flaky", status_handler(state))  # type: ignore[arg-type]
     flaky = await add_webhook(db, receiver.url("/flaky"), ["*"])
     first = await add_event(db, "order.created", {"n": 1})
-    engine(backoff={"initial_s": 0.3, "max_s": 0.6, "jitter_s": 0.0})
+    engine(retry={"schedule_s": [0.3, 0.6, 0.6, 0.6, 0.6]})
 
     async def failed_twice() -> bool:
         return bool(
@@ -75,7 +75,7 @@ async def test_backing_off_endpoint_holds_its_events_in_order(
         await add_event(db, "order.created", {"n": n})
     engine(
         delivery={"per_endpoint_concurrency": 1},
-        backoff={"initial_s": 0.2, "max_s": 0.3, "jitter_s": 0.0},
+        retry={"schedule_s": [0.2, 0.3, 0.3, 0.3, 0.3, 0.3]},
     )
     await receiver.wait_for(lambda: len(receiver.at("/down")) >= 3, what="three attempts")
     # While failing, only the head of the queue is tried, one probe at a time.
@@ -105,7 +105,7 @@ async def test_concurrent_failures_count_once(
     )
     engine(
         delivery={"per_endpoint_concurrency": 6},
-        backoff={"initial_s": 30.0, "max_s": 60.0, "jitter_s": 0.0},
+        retry={"schedule_s": [30.0, 60.0]},
     )
 
     async def all_released() -> bool:

@@ -42,8 +42,9 @@ total_timeout_s = 12.5
 lease_s = 60.0
 user_agent = "custom/1"
 
-[backoff]
-jitter_s = 0.0
+[retry]
+jitter = 0.0
+schedule_s = [1, 2.5]
 
 [recorder]
 log_body_limit_chars = 500
@@ -63,14 +64,16 @@ grace_s = 3.0
     assert config.delivery.lease_s == 60.0
     assert config.delivery.user_agent == "custom/1"
     assert config.delivery.poll_interval_s == Config().delivery.poll_interval_s
-    assert config.backoff.jitter_s == 0.0
+    assert config.retry.jitter == 0.0
+    assert config.retry.schedule_s == (1.0, 2.5)
     assert config.recorder.log_body_limit_chars == 500
     assert config.shutdown.grace_s == 3.0
 
 
 def test_ints_are_accepted_for_float_fields(tmp_path: Path) -> None:
     path = write(
-        tmp_path, "[delivery]\ntotal_timeout_s = 10\nlease_s = 20\n[backoff]\nmax_s = 60\n"
+        tmp_path,
+        "[delivery]\ntotal_timeout_s = 10\nlease_s = 20\n[retry]\nretry_after_max_s = 60\n",
     )
 
     config = Config.load(path, env={})
@@ -78,7 +81,7 @@ def test_ints_are_accepted_for_float_fields(tmp_path: Path) -> None:
     assert config.delivery.total_timeout_s == 10.0
     assert isinstance(config.delivery.total_timeout_s, float)
     assert isinstance(config.delivery.lease_s, float)
-    assert isinstance(config.backoff.max_s, float)
+    assert isinstance(config.retry.retry_after_max_s, float)
 
 
 def test_env_dsn_overrides_the_file(tmp_path: Path) -> None:
@@ -107,7 +110,7 @@ def test_empty_env_dsn_keeps_the_file_value(tmp_path: Path) -> None:
     [
         ("[bogus]\nx = 1\n", ["bogus"]),
         ("[delivery]\nconcurency = 4\n", ["concurency"]),
-        ("[backoff]\ninitial = 1.0\n", ["initial"]),
+        ("[retry]\ninitial = 1.0\n", ["initial"]),
         ('[delivery]\nconcurrency = "8"\n', ["concurrency"]),
         ("[delivery]\nconcurrency = 1.5\n", ["concurrency"]),
         ("[delivery]\nconcurrency = true\n", ["concurrency"]),
@@ -119,8 +122,13 @@ def test_empty_env_dsn_keeps_the_file_value(tmp_path: Path) -> None:
         ("[delivery]\nconcurrency = 0\n", ["delivery.concurrency"]),
         ("[database]\npool_size = -1\n", ["database.pool_size"]),
         ("[delivery]\npoll_interval_s = 0.0\n", ["delivery.poll_interval_s"]),
-        ("[backoff]\nmax_s = -5\n", ["backoff.max_s"]),
-        ("[backoff]\njitter_s = -0.1\n", ["backoff.jitter_s"]),
+        ("[retry]\nretry_after_max_s = -5\n", ["retry.retry_after_max_s"]),
+        ("[retry]\njitter = -0.1\n", ["retry.jitter"]),
+        ("[retry]\njitter = 2\n", ["retry.jitter"]),
+        ("[retry]\nschedule_s = []\n", ["retry.schedule_s"]),
+        ("[retry]\nschedule_s = [5, 0]\n", ["retry.schedule_s"]),
+        ("[retry]\nschedule_s = 5\n", ["schedule_s"]),
+        ("[retry]\nmax_consecutive_failures = -1\n", ["retry.max_consecutive_failures"]),
         ("[recorder]\nflush_max_items = 0\n", ["recorder.flush_max_items"]),
         ("[shutdown]\ngrace_s = 0\n", ["shutdown.grace_s"]),
         ('[database]\nsynchronous_commit = "maybe"\n', ["database.synchronous_commit"]),
@@ -145,7 +153,7 @@ def test_invalid_settings_name_the_key(tmp_path: Path, text: str, names: list[st
 
 
 def test_zero_jitter_is_allowed(tmp_path: Path) -> None:
-    assert Config.load(write(tmp_path, "[backoff]\njitter_s = 0\n"), env={}).backoff.jitter_s == 0
+    assert Config.load(write(tmp_path, "[retry]\njitter = 0\n"), env={}).retry.jitter == 0
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

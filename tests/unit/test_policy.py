@@ -1,64 +1,126 @@
-"""engine.policy: per-endpoint backoff delays."""
+"""engine.policy: retry schedule, attempts, disabling, Retry-After."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
 import pytest
 
-from engine.config import BackoffConfig
-from engine.policy import EndpointBackoff
+from engine.config import RetryConfig
+from engine.models import Webhook
+from engine.policy import EndpointFailure, RetryPolicy, parse_retry_after
+
+STANDARD = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 
-def test_no_failures_means_no_delay() -> None:
-    backoff = EndpointBackoff(initial_s=5, max_s=100, jitter_s=3)
-
-    assert backoff.delay_s(0) == 0.0
-    assert backoff.delay_s(-1) == 0.0
-
-
-def test_delay_doubles_from_initial() -> None:
-    backoff = EndpointBackoff(initial_s=1.5, max_s=1000, jitter_s=0)
-
-    assert [backoff.delay_s(n) for n in range(1, 7)] == [1.5, 3.0, 6.0, 12.0, 24.0, 48.0]
-
-
-def test_delay_is_capped_at_max() -> None:
-    backoff = EndpointBackoff(initial_s=1, max_s=10, jitter_s=0)
-
-    assert [backoff.delay_s(n) for n in range(1, 8)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
+def policy(**overrides: object) -> RetryPolicy:
+    values: dict[str, object] = {
+        "schedule_s": STANDARD,
+        "jitter": 0.0,
+        "retry_after_max_s": 3600.0,
+        "max_consecutive_failures": 5,
+        "failure_window_max": 0,
+        "failure_window_s": 21600.0,
+    }
+    values.update(overrides)
+    return RetryPolicy(**values)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("failures", [64, 65, 1_000, 10**6, 2**70])
-def test_huge_failure_counts_do_not_overflow(failures: int) -> None:
-    backoff = EndpointBackoff(initial_s=0.5, max_s=3600, jitter_s=0)
-
-    assert backoff.delay_s(failures) == 3600.0
-
-
-def test_jitter_stays_within_its_range() -> None:
-    backoff = EndpointBackoff(initial_s=1, max_s=100, jitter_s=0.5)
-
-    for n in range(1, 10):
-        base = min(2.0 ** (n - 1), 100.0)
-        delays = [backoff.delay_s(n) for _ in range(50)]
-        assert all(base <= d <= min(base + 0.5, 100.0) for d in delays), (n, delays)
-
-
-def test_jitter_varies() -> None:
-    backoff = EndpointBackoff(initial_s=1, max_s=100, jitter_s=2)
-
-    delays = {backoff.delay_s(1) for _ in range(50)}
-
-    assert len(delays) > 1
+def webhook(**overrides: object) -> Webhook:
+    values: dict[str, object] = {
+        "id": 1,
+        "url": "http://127.0.0.1:9/",
+        "method": "POST",
+        "auth_type": "none",
+        "secret": None,
+        "basic_username": None,
+        "basic_password": None,
+        "headers": {},
+        "maximum_events": 1,
+        "maximum_size": 1000,
+        "consecutive_failures": 0,
+    }
+    values.update(overrides)
+    return Webhook(**values)  # type: ignore[arg-type]
 
 
-def test_jitter_never_exceeds_max() -> None:
-    backoff = EndpointBackoff(initial_s=1, max_s=10, jitter_s=5)
+def failure(w: Webhook, consecutive: int, **overrides: object) -> EndpointFailure:
+    values: dict[str, object] = {
+        "webhook": w,
+        "consecutive_failures": consecutive,
+        "recent_failures": 0,
+        "retry_after_s": None,
+        "gone": False,
+    }
+    values.update(overrides)
+    return EndpointFailure(**values)  # type: ignore[arg-type]
 
-    assert all(backoff.delay_s(n) <= 10.0 for n in range(1, 30) for _ in range(10))
+
+def test_defaults_are_the_standard_webhooks_schedule() -> None:
+    assert RetryConfig().schedule_s == STANDARD
+    assert RetryPolicy.from_config(RetryConfig()).max_attempts(webhook()) == 8
 
 
-def test_from_config() -> None:
-    backoff = EndpointBackoff.from_config(BackoffConfig(initial_s=2, max_s=30, jitter_s=0))
+def test_delay_follows_the_schedule_then_stays_at_its_last_step() -> None:
+    p = policy()
+    assert p.delay_s(0) == 0.0
+    assert [p.delay_s(n) for n in range(1, 10)] == [*STANDARD, 36000.0, 36000.0]
+    assert p.delay_s(10**9) == 36000.0
 
-    assert backoff == EndpointBackoff(initial_s=2, max_s=30, jitter_s=0)
-    assert [backoff.delay_s(n) for n in (1, 2, 5)] == [2.0, 4.0, 30.0]
+
+def test_jitter_adds_at_most_its_fraction() -> None:
+    p = policy(jitter=0.1)
+    delays = {p.delay_s(2) for _ in range(200)}
+    assert all(300.0 <= d <= 330.0 for d in delays)
+    assert len(delays) > 1, "jitter never varied"
+
+
+def test_webhook_schedule_and_retry_flag_override_the_default() -> None:
+    p = policy()
+    own = webhook(retry_schedule_s=(1.0, 2.0))
+    assert p.max_attempts(own) == 3
+    assert p.decide(failure(own, 2)).delay_s == 2.0
+    assert p.decide(failure(own, 5)).delay_s == 2.0
+    assert p.max_attempts(webhook(retry=False)) == 1
+
+
+def test_disabled_after_more_than_n_consecutive_failures() -> None:
+    p = policy(max_consecutive_failures=5)
+    assert p.decide(failure(webhook(), 5)).disable_reason is None
+    assert p.decide(failure(webhook(), 6)).disable_reason == "more than 5 consecutive failures"
+    assert policy(max_consecutive_failures=0).decide(failure(webhook(), 99)).disable_reason is None
+    own = webhook(max_consecutive_failures=1)
+    assert p.decide(failure(own, 2)).disable_reason == "more than 1 consecutive failures"
+
+
+def test_disabled_after_too_many_failures_in_the_window() -> None:
+    p = policy(max_consecutive_failures=0, failure_window_max=3, failure_window_s=21600.0)
+    w = webhook()
+    assert p.window_s(w) == 21600.0
+    assert p.decide(failure(w, 1, recent_failures=3)).disable_reason is None
+    reason = p.decide(failure(w, 1, recent_failures=4)).disable_reason
+    assert reason == "more than 3 failures within 6 h"
+    assert policy().window_s(w) is None
+    assert policy().window_s(webhook(failure_window_max=2, failure_window_s=60)) == 60.0
+
+
+def test_gone_disables_at_once_and_retry_after_is_honoured_but_clamped() -> None:
+    p = policy(retry_after_max_s=120.0)
+    assert p.decide(failure(webhook(), 1, gone=True)).disable_reason == "HTTP 410 Gone"
+    assert p.decide(failure(webhook(), 1, retry_after_s=42.0)).delay_s == 42.0
+    assert p.decide(failure(webhook(), 1, retry_after_s=10**6)).delay_s == 120.0
+
+
+def test_parse_retry_after() -> None:
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    assert parse_retry_after("120", now) == 120.0
+    assert parse_retry_after(format_datetime(now + timedelta(seconds=90), usegmt=True), now) == 90
+    assert parse_retry_after(format_datetime(now - timedelta(hours=1), usegmt=True), now) == 0.0
+    for bad in (None, "", "soon", "-5", "1.5"):
+        assert parse_retry_after(bad, now) is None
+
+
+@pytest.mark.parametrize("consecutive", [1, 3, 7, 8, 100])
+def test_delay_never_exceeds_the_longest_step(consecutive: int) -> None:
+    assert policy(jitter=0.1).delay_s(consecutive) <= max(STANDARD) * 1.1
