@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS webhook_logs (
     note             text
 );
 CREATE INDEX IF NOT EXISTS webhook_logs_webhook_idx ON webhook_logs (webhook_id, delivered_at);
+CREATE INDEX IF NOT EXISTS webhook_logs_delivered_idx ON webhook_logs (delivered_at);
 
 -- Does `topic` match any of `patterns`? Exact, '*' (everything) or 'prefix.*' (starts with 'prefix.').
 CREATE OR REPLACE FUNCTION webhook_engine_topic_matches(patterns text[], topic text)

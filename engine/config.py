@@ -63,6 +63,16 @@ class RecorderConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RetentionConfig:
+    # Log rows older than this are deleted in the background; 0 keeps them forever.
+    logs_days: float = 30.0
+    # Events older than this that no webhook still has to deliver are deleted; 0 keeps them.
+    events_days: float = 30.0
+    prune_interval_s: float = 60.0
+    prune_batch: int = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
 class ShutdownConfig:
     grace_s: float = 20.0
 
@@ -73,6 +83,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
 
     @classmethod
@@ -125,10 +136,16 @@ class Config:
             "recorder.flush_max_items": self.recorder.flush_max_items,
             "recorder.log_body_limit_chars": self.recorder.log_body_limit_chars,
             "shutdown.grace_s": self.shutdown.grace_s,
+            "retention.prune_interval_s": self.retention.prune_interval_s,
+            "retention.prune_batch": self.retention.prune_batch,
         }
         for name, value in positive.items():
             if not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{name} must be greater than 0, got {value}")
+        for name in ("logs_days", "events_days"):
+            value = getattr(self.retention, name)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"retention.{name} must be 0 (keep forever) or more")
         r = self.retry
         if not r.schedule_s or not all(math.isfinite(s) and s > 0 for s in r.schedule_s):
             raise ConfigError("retry.schedule_s must be a non-empty list of positive seconds")
@@ -153,6 +170,7 @@ _SECTION_TYPES: dict[str, type] = {
     "delivery": DeliveryConfig,
     "retry": RetryConfig,
     "recorder": RecorderConfig,
+    "retention": RetentionConfig,
     "shutdown": ShutdownConfig,
 }
 

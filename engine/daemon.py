@@ -14,6 +14,7 @@ from engine.aio import wait_first
 from engine.config import Config
 from engine.listener import Listener
 from engine.policy import RetryPolicy
+from engine.pruner import Pruner
 from engine.recorder import Recorder
 from engine.scheduler import Scheduler
 from engine.sender import Sender
@@ -72,7 +73,8 @@ async def run(
             )
             scheduler = Scheduler(store, worker, recorder, d)
             listener = Listener(config.database.dsn, scheduler.wake)
-            return await _supervise(config, stop, scheduler, recorder, listener, burst)
+            pruner = Pruner(store, config.retention)
+            return await _supervise(config, stop, scheduler, recorder, listener, pruner, burst)
     finally:
         await store.close()
         log.info("daemon.stopped")
@@ -84,18 +86,19 @@ async def _supervise(
     scheduler: Scheduler,
     recorder: Recorder,
     listener: Listener,
+    pruner: Pruner,
     burst: bool,
 ) -> int:
     recorder_task = asyncio.create_task(recorder.run(), name="recorder")
     listener_task = asyncio.create_task(listener.run(stop), name="listener")
+    pruner_task = asyncio.create_task(pruner.run(stop), name="pruner")
     scheduler_task = asyncio.create_task(scheduler.run(stop, burst=burst), name="scheduler")
+    side_tasks = (recorder_task, listener_task, pruner_task)
     log.info("daemon.started", pid=os.getpid(), burst=burst)
     _sd_notify("READY=1")
     exit_code = 0
-    await asyncio.wait(
-        {recorder_task, listener_task, scheduler_task}, return_when=asyncio.FIRST_COMPLETED
-    )
-    for task in (recorder_task, listener_task, scheduler_task):
+    await asyncio.wait({scheduler_task, *side_tasks}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (scheduler_task, *side_tasks):
         if task.done() and not task.cancelled() and task.exception() is not None:
             # A side loop died: stop loudly rather than limp on without it.
             log.error("daemon.task_died", task=task.get_name(), exc_info=task.exception())
@@ -113,8 +116,9 @@ async def _supervise(
         except TimeoutError:
             log.error("daemon.unflushed_outcomes", pending=recorder.pending)
             exit_code = 1
-    listener_task.cancel()
-    await asyncio.gather(listener_task, return_exceptions=True)
+    for task in (listener_task, pruner_task):
+        task.cancel()
+    await asyncio.gather(listener_task, pruner_task, return_exceptions=True)
     return exit_code
 
 

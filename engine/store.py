@@ -243,6 +243,11 @@ class Store:
         )
         return int(row[0]) if row else 0
 
+    async def prune(self, query: str, older_than_s: float, batch: int) -> int:
+        """Delete one batch of old rows (`prune_logs` or `prune_events`); returns how many."""
+        status = await self._pool.execute(QUERIES[query], older_than_s, batch)
+        return int(status.split()[-1])
+
     async def release_unsent(self, pairs: Sequence[tuple[int, int]]) -> None:
         if pairs:
             await self._pool.execute(

@@ -152,3 +152,26 @@ WITH replayed AS (
     RETURNING 1
 )
 SELECT count(*)::int, pg_notify('webhook_engine', '') FROM replayed;
+
+-- name: prune_logs
+-- One small batch of log rows older than $1 seconds (at most $2 rows).
+DELETE FROM webhook_logs
+WHERE request_id IN (
+    SELECT request_id FROM webhook_logs
+    WHERE delivered_at < now() - make_interval(secs => $1::float8)
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+);
+
+-- name: prune_events
+-- One small batch of events older than $1 seconds that no webhook still has to deliver (pending
+-- or failed queue rows keep their event).
+DELETE FROM webhook_events
+WHERE id IN (
+    SELECT e.id FROM webhook_events AS e
+    WHERE e.created_at < now() - make_interval(secs => $1::float8)
+      AND NOT EXISTS (SELECT 1 FROM webhook_queue AS q WHERE q.event_id = e.id)
+    ORDER BY e.id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+);
