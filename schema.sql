@@ -59,6 +59,11 @@ CREATE TABLE IF NOT EXISTS webhook_queue (
     last_error   text,
     PRIMARY KEY (webhook_id, event_id)
 );
+-- A queue table churns: vacuum it early rather than at autovacuum's default 20 % of the table.
+ALTER TABLE webhook_queue SET (autovacuum_vacuum_scale_factor = 0.0,
+                               autovacuum_vacuum_threshold = 5000,
+                               autovacuum_analyze_scale_factor = 0.0,
+                               autovacuum_analyze_threshold = 5000);
 -- Set when a delivery used all its attempts: kept, listed and replayable, never claimed.
 ALTER TABLE webhook_queue ADD COLUMN IF NOT EXISTS failed_at timestamptz;
 CREATE INDEX IF NOT EXISTS webhook_queue_event_idx ON webhook_queue (event_id);
@@ -86,6 +91,10 @@ CREATE TABLE IF NOT EXISTS webhook_logs (
 );
 CREATE INDEX IF NOT EXISTS webhook_logs_webhook_idx ON webhook_logs (webhook_id, delivered_at);
 CREATE INDEX IF NOT EXISTS webhook_logs_delivered_idx ON webhook_logs (delivered_at);
+
+-- Which schema this is; the daemon refuses to run against another (engine/store.py SCHEMA_VERSION).
+CREATE OR REPLACE FUNCTION webhook_engine_schema_version()
+RETURNS integer LANGUAGE sql IMMUTABLE AS $$ SELECT 2 $$;
 
 -- Does `topic` match any of `patterns`? Exact, '*' (everything) or 'prefix.*' (starts with 'prefix.').
 CREATE OR REPLACE FUNCTION webhook_engine_topic_matches(patterns text[], topic text)

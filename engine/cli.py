@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replay":
             return asyncio.run(_replay(config, args.webhook, args.event))
         return run_loop(daemon.run(config, burst=args.burst))
-    except daemon.SchemaMissingError as exc:
+    except daemon.SchemaError as exc:
         print(f"webhook-engine: {exc}", file=sys.stderr)
         return 2
     except (asyncpg.PostgresError, OSError) as exc:

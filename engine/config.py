@@ -73,6 +73,16 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MaintenanceConfig:
+    # Delivered queue rows are deleted at once, which leaves dead rows that slow every claim
+    # until vacuumed. Every this many seconds the daemon checks the queue's dead-row count and
+    # vacuums it when there are more than queue_vacuum_min_dead and more dead rows than live
+    # ones, whatever autovacuum is doing. 0 turns it off.
+    queue_vacuum_check_s: float = 5.0
+    queue_vacuum_min_dead: int = 5000
+
+
+@dataclass(frozen=True, kw_only=True)
 class ShutdownConfig:
     grace_s: float = 20.0
 
@@ -84,6 +94,7 @@ class Config:
     retry: RetryConfig = field(default_factory=RetryConfig)
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
 
     @classmethod
@@ -142,6 +153,11 @@ class Config:
         for name, value in positive.items():
             if not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{name} must be greater than 0, got {value}")
+        m = self.maintenance
+        if not math.isfinite(m.queue_vacuum_check_s) or m.queue_vacuum_check_s < 0:
+            raise ConfigError("maintenance.queue_vacuum_check_s must be 0 (off) or more")
+        if m.queue_vacuum_min_dead < 0:
+            raise ConfigError("maintenance.queue_vacuum_min_dead must not be negative")
         for name in ("logs_days", "events_days"):
             value = getattr(self.retention, name)
             if not math.isfinite(value) or value < 0:
@@ -171,6 +187,7 @@ _SECTION_TYPES: dict[str, type] = {
     "retry": RetryConfig,
     "recorder": RecorderConfig,
     "retention": RetentionConfig,
+    "maintenance": MaintenanceConfig,
     "shutdown": ShutdownConfig,
 }
 

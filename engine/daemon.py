@@ -18,14 +18,34 @@ from engine.pruner import Pruner
 from engine.recorder import Recorder
 from engine.scheduler import Scheduler
 from engine.sender import Sender
-from engine.store import Store
+from engine.store import SCHEMA_VERSION, Store
+from engine.vacuum import QueueVacuum
 from engine.worker import Worker
 
 log = structlog.get_logger("engine.daemon")
 
 
-class SchemaMissingError(RuntimeError):
+class SchemaError(RuntimeError):
     pass
+
+
+def schema_problem(version: int | None) -> str | None:
+    """Why the daemon cannot run on a database whose schema has `version`, or None."""
+    if version is None:
+        return (
+            "the webhook-engine tables are missing in this database: run `webhook-engine init-db`"
+        )
+    if version < SCHEMA_VERSION:
+        return (
+            f"the database schema is version {version}, this daemon needs {SCHEMA_VERSION}: "
+            "run `webhook-engine init-db` (safe on a live database)"
+        )
+    if version > SCHEMA_VERSION:
+        return (
+            f"the database schema is version {version}, newer than this daemon's "
+            f"{SCHEMA_VERSION}: upgrade webhook-engine"
+        )
+    return None
 
 
 async def run(
@@ -43,11 +63,10 @@ async def run(
     store = await _open_store(config, stop)
     if store is None:
         return 0
-    if not await store.schema_ready():
+    problem = schema_problem(await store.schema_version())
+    if problem:
         await store.close()
-        raise SchemaMissingError(
-            "the webhook-engine tables are missing in this database: run `webhook-engine init-db`"
-        )
+        raise SchemaError(problem)
     policy = RetryPolicy.from_config(config.retry)
     d = config.delivery
     try:
@@ -74,7 +93,10 @@ async def run(
             scheduler = Scheduler(store, worker, recorder, d)
             listener = Listener(config.database.dsn, scheduler.wake)
             pruner = Pruner(store, config.retention)
-            return await _supervise(config, stop, scheduler, recorder, listener, pruner, burst)
+            vacuum = QueueVacuum(store, config.maintenance)
+            return await _supervise(
+                config, stop, scheduler, recorder, listener, pruner, vacuum, burst
+            )
     finally:
         await store.close()
         log.info("daemon.stopped")
@@ -87,13 +109,15 @@ async def _supervise(
     recorder: Recorder,
     listener: Listener,
     pruner: Pruner,
+    vacuum: QueueVacuum,
     burst: bool,
 ) -> int:
     recorder_task = asyncio.create_task(recorder.run(), name="recorder")
     listener_task = asyncio.create_task(listener.run(stop), name="listener")
     pruner_task = asyncio.create_task(pruner.run(stop), name="pruner")
+    vacuum_task = asyncio.create_task(vacuum.run(stop), name="vacuum")
     scheduler_task = asyncio.create_task(scheduler.run(stop, burst=burst), name="scheduler")
-    side_tasks = (recorder_task, listener_task, pruner_task)
+    side_tasks = (recorder_task, listener_task, pruner_task, vacuum_task)
     log.info("daemon.started", pid=os.getpid(), burst=burst)
     _sd_notify("READY=1")
     exit_code = 0
@@ -116,9 +140,10 @@ async def _supervise(
         except TimeoutError:
             log.error("daemon.unflushed_outcomes", pending=recorder.pending)
             exit_code = 1
-    for task in (listener_task, pruner_task):
+    background = (listener_task, pruner_task, vacuum_task)
+    for task in background:
         task.cancel()
-    await asyncio.gather(listener_task, pruner_task, return_exceptions=True)
+    await asyncio.gather(*background, return_exceptions=True)
     return exit_code
 
 

@@ -19,28 +19,11 @@ from engine.models import Event, LogRow, Outcome, Webhook
 from engine.policy import EndpointFailure, RetryPolicy
 
 NOTIFY_CHANNEL = "webhook_engine"
+# What webhook_engine_schema_version() in schema.sql returns; raise both together.
+SCHEMA_VERSION = 2
 Conn = asyncpg.Connection | PoolConnectionProxy
 # Serialises concurrent `init-db` runs.
 _SCHEMA_LOCK_KEY = 0x77656268  # "webh"
-
-_LOG_COLUMNS = (
-    "request_id",
-    "webhook_id",
-    "event_ids",
-    "attempt",
-    "delivered_at",
-    "duration_ms",
-    "method",
-    "url",
-    "request_headers",
-    "request_body",
-    "status_code",
-    "response_headers",
-    "response_body",
-    "success",
-    "error",
-    "note",
-)
 
 
 def load_queries(text: str) -> dict[str, str]:
@@ -108,8 +91,15 @@ class Store:
     async def close(self) -> None:
         await self._pool.close()
 
-    async def schema_ready(self) -> bool:
-        return bool(await self._pool.fetchval("SELECT to_regclass('webhook_queue') IS NOT NULL"))
+    async def schema_version(self) -> int | None:
+        """The version init-db installed in this database, None when there is no schema."""
+        if not await self._pool.fetchval("SELECT to_regclass('webhook_queue') IS NOT NULL"):
+            return None
+        if not await self._pool.fetchval(
+            "SELECT to_regproc('webhook_engine_schema_version') IS NOT NULL"
+        ):
+            return 1  # the first release had no version function
+        return int(await self._pool.fetchval("SELECT webhook_engine_schema_version()"))
 
     async def ready_webhooks(self) -> list[Webhook]:
         rows = await self._pool.fetch(QUERIES["ready_webhooks"])
@@ -156,7 +146,7 @@ class Store:
         failed_w, failed_e = _pairs(failed)
         final = [o for o in outcomes if o.sent and not o.success and o.final]
         final_w, final_e = _pairs(final)
-        logs = [_log_record(o.log) for o in outcomes if o.log is not None]
+        logs = [o.log for o in outcomes if o.log is not None]
         endpoint_ids, resets, failures = _endpoint_tallies(outcomes)
 
         async with self._pool.acquire() as conn, conn.transaction():
@@ -169,7 +159,7 @@ class Store:
             if unsent_w:
                 await conn.execute(QUERIES["release_unsent"], unsent_w, unsent_e)
             if logs:
-                await conn.copy_records_to_table("webhook_logs", records=logs, columns=_LOG_COLUMNS)
+                await conn.execute(QUERIES["insert_logs"], *_columns(logs))
             if not endpoint_ids:
                 return []
             rows = await conn.fetch(QUERIES["endpoint_outcomes"], endpoint_ids, resets, failures)
@@ -248,6 +238,14 @@ class Store:
         status = await self._pool.execute(QUERIES[query], older_than_s, batch)
         return int(status.split()[-1])
 
+    async def queue_tuples(self) -> tuple[int, int]:
+        """(dead, live) rows of webhook_queue, as the statistics collector counts them."""
+        row = await self._pool.fetchrow(QUERIES["queue_tuples"])
+        return (int(row["dead"]), int(row["live"])) if row else (0, 0)
+
+    async def vacuum_queue(self) -> None:
+        await self._pool.execute(QUERIES["vacuum_queue"])
+
     async def release_unsent(self, pairs: Sequence[tuple[int, int]]) -> None:
         if pairs:
             await self._pool.execute(
@@ -313,22 +311,23 @@ def _endpoint_tallies(outcomes: Sequence[Outcome]) -> tuple[list[int], list[bool
     return ids, [tally[i][0] for i in ids], [tally[i][1] for i in ids]
 
 
-def _log_record(log: LogRow) -> tuple[Any, ...]:
-    return (
-        log.request_id,
-        log.webhook_id,
-        log.event_ids,
-        log.attempt,
-        log.delivered_at,
-        log.duration_ms,
-        log.method,
-        log.url,
-        log.request_headers,
-        log.request_body,
-        log.status_code,
-        log.response_headers,
-        log.response_body,
-        log.success,
-        log.error,
-        log.note,
-    )
+def _columns(logs: Sequence[LogRow]) -> list[list[Any]]:
+    """Log rows as one array per column, for insert_logs."""
+    return [
+        [log.request_id for log in logs],
+        [log.webhook_id for log in logs],
+        ["{" + ",".join(map(str, log.event_ids)) + "}" for log in logs],
+        [log.attempt for log in logs],
+        [log.delivered_at for log in logs],
+        [log.duration_ms for log in logs],
+        [log.method for log in logs],
+        [log.url for log in logs],
+        [log.request_headers for log in logs],
+        [log.request_body for log in logs],
+        [log.status_code for log in logs],
+        [log.response_headers for log in logs],
+        [log.response_body for log in logs],
+        [log.success for log in logs],
+        [log.error for log in logs],
+        [log.note for log in logs],
+    ]

@@ -97,6 +97,23 @@ SET locked_until = NULL, attempts = greatest(q.attempts - 1, 0)
 FROM unnest($1::bigint[], $2::bigint[]) AS d(webhook_id, event_id)
 WHERE q.webhook_id = d.webhook_id AND q.event_id = d.event_id;
 
+-- name: insert_logs
+-- One row per request; ON CONFLICT makes a retried flush (commit acknowledged too late) harmless.
+-- Columns arrive as arrays, event_ids as text ('{1,2}') since arrays of arrays must be rectangular.
+INSERT INTO webhook_logs (request_id, webhook_id, event_ids, attempt, delivered_at, duration_ms,
+                          method, url, request_headers, request_body, status_code,
+                          response_headers, response_body, success, error, note)
+SELECT r.request_id, r.webhook_id, r.event_ids::bigint[], r.attempt, r.delivered_at,
+       r.duration_ms, r.method, r.url, r.request_headers::jsonb, r.request_body, r.status_code,
+       r.response_headers::jsonb, r.response_body, r.success, r.error, r.note
+FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::int[], $5::timestamptz[], $6::int[],
+            $7::text[], $8::text[], $9::text[], $10::text[], $11::int[], $12::text[], $13::text[],
+            $14::bool[], $15::text[], $16::text[])
+     AS r(request_id, webhook_id, event_ids, attempt, delivered_at, duration_ms, method, url,
+          request_headers, request_body, status_code, response_headers, response_body, success,
+          error, note)
+ON CONFLICT (request_id) DO NOTHING;
+
 -- name: endpoint_outcomes
 -- $2 true: a success came after which $3 failures followed; false: $3 more failures in a row.
 UPDATE webhooks AS w
@@ -175,3 +192,13 @@ WHERE id IN (
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 );
+
+-- name: queue_tuples
+-- Dead and live rows of the queue, from the statistics collector (cheap, approximate).
+SELECT coalesce(n_dead_tup, 0) AS dead, coalesce(n_live_tup, 0) AS live
+FROM pg_stat_user_tables
+WHERE relid = 'webhook_queue'::regclass;
+
+-- name: vacuum_queue
+-- SKIP_LOCKED: when another daemon is already vacuuming, do nothing rather than wait.
+VACUUM (SKIP_LOCKED, ANALYZE) webhook_queue;

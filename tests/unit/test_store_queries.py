@@ -57,3 +57,19 @@ def test_schema_sql_creates_the_tables() -> None:
 
     assert "CREATE TABLE IF NOT EXISTS webhooks" in text
     assert "CREATE TABLE IF NOT EXISTS webhook_queue" in text
+
+
+def test_schema_version_matches_schema_sql() -> None:
+    from engine.store import SCHEMA_VERSION
+
+    assert f"$$ SELECT {SCHEMA_VERSION} $$" in schema_sql()
+
+
+def test_schema_problems_say_what_to_do() -> None:
+    from engine.daemon import schema_problem
+    from engine.store import SCHEMA_VERSION
+
+    assert schema_problem(SCHEMA_VERSION) is None
+    assert "init-db" in (schema_problem(None) or "")
+    assert "init-db" in (schema_problem(SCHEMA_VERSION - 1) or "")
+    assert "upgrade" in (schema_problem(SCHEMA_VERSION + 1) or "")
