@@ -9,7 +9,7 @@ import asyncpg
 import structlog
 
 from engine.aio import wait_first
-from engine.store import NOTIFY_CHANNEL
+from engine.store import DB_ERRORS, NOTIFY_CHANNEL
 
 log = structlog.get_logger("engine.listener")
 
@@ -46,7 +46,7 @@ class Listener:
                 await wait_first(stop.wait(), lost.wait())
                 if lost.is_set() and not stop.is_set():
                     log.warning("listener.connection_lost")
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            except DB_ERRORS as exc:
                 log.warning(
                     "listener.connect_failed",
                     error=f"{type(exc).__name__}: {exc}",

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import structlog
 
 from engine.aio import wait_first
 from engine.config import RetentionConfig
-from engine.store import Store
+from engine.store import DB_ERRORS, Store
 
 log = structlog.get_logger("engine.pruner")
 
@@ -36,7 +35,7 @@ class Pruner:
             try:
                 for query, older_than_s in self._targets:
                     await self._prune(query, older_than_s, stop)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            except DB_ERRORS as exc:
                 log.warning("pruner.failed", error=f"{type(exc).__name__}: {exc}")
             await wait_first(stop.wait(), within_s=self._config.prune_interval_s)
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-import asyncpg
 import structlog
 
 from engine.aio import wait_first
 from engine.models import Outcome
 from engine.policy import RetryPolicy
-from engine.store import EndpointState, Store
+from engine.store import DB_ERRORS, EndpointState, Store
 
 log = structlog.get_logger("engine.recorder")
 
@@ -81,7 +80,7 @@ class Recorder:
             batch, self._buffer = self._buffer, []
             try:
                 states = await self._store.record(batch, self._policy)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            except DB_ERRORS as exc:
                 # Keep every outcome: put them back in front and try again. If the process dies
                 # meanwhile, the leases expire and the events are delivered again.
                 self._buffer = batch + self._buffer

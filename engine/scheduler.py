@@ -8,7 +8,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-import asyncpg
 import structlog
 
 from engine import batching
@@ -16,7 +15,7 @@ from engine.aio import wait_first
 from engine.config import DeliveryConfig
 from engine.models import Batch, Outcome, Webhook
 from engine.recorder import Recorder
-from engine.store import ClaimBudget, EndpointState, Store
+from engine.store import DB_ERRORS, ClaimBudget, EndpointState, Store
 from engine.worker import Worker
 
 log = structlog.get_logger("engine.scheduler")
@@ -54,27 +53,35 @@ class Scheduler:
         while not stop.is_set():
             self._wake.clear()
             try:
-                claimed = await self._schedule_once()
+                timeout = await self._pass(burst)
                 db_retry_s = 0.1
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            except DB_ERRORS as exc:
+                # Postgres restarted or our connection was cut: the pool reconnects; back off.
                 log.warning(
                     "scheduler.database_error",
                     error=f"{type(exc).__name__}: {exc}",
                     retry_in_s=db_retry_s,
                 )
-                await wait_first(stop.wait(), asyncio.sleep(db_retry_s))
+                timeout = db_retry_s
                 db_retry_s = min(db_retry_s * 2, 5.0)
-                continue
-            if claimed:
-                continue
-            if burst and self._idle() and await self._store.next_wakeup_s() is None:
-                break
-            timeout = self._config.poll_interval_s
-            if self.in_flight == 0:
-                until_retry = await self._store.next_wakeup_s()
-                if until_retry is not None:
-                    timeout = min(timeout, until_retry + 0.001)
-            await wait_first(stop.wait(), self._wake.wait(), within_s=timeout)
+            if timeout is None:
+                break  # burst: nothing left
+            if timeout > 0:
+                await wait_first(stop.wait(), self._wake.wait(), within_s=timeout)
+
+    async def _pass(self, burst: bool) -> float | None:
+        """One scheduling pass; returns how long to wait for a wake-up before the next one
+        (0: go again at once; None: burst mode has nothing left to do)."""
+        if await self._schedule_once():
+            return 0.0
+        if burst and self._idle() and await self._store.next_wakeup_s() is None:
+            return None
+        timeout = self._config.poll_interval_s
+        if self.in_flight == 0:
+            until_retry = await self._store.next_wakeup_s()
+            if until_retry is not None:
+                timeout = min(timeout, until_retry + 0.001)
+        return timeout
 
     def _idle(self) -> bool:
         return not (self._tasks or self._recorder.pending or self._awaiting_flush)

@@ -19,6 +19,15 @@ from engine.models import Event, LogRow, Outcome, Webhook
 from engine.policy import EndpointFailure, RetryPolicy
 
 NOTIFY_CHANNEL = "webhook_engine"
+# What a lost or restarted server can raise; callers log these and try again. InternalClientError
+# comes from asyncpg when a connection was cut in the middle of an operation.
+DB_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 # What webhook_engine_schema_version() in schema.sql returns; raise both together.
 SCHEMA_VERSION = 2
 Conn = asyncpg.Connection | PoolConnectionProxy

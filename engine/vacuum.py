@@ -12,7 +12,7 @@ import structlog
 
 from engine.aio import wait_first
 from engine.config import MaintenanceConfig
-from engine.store import Store
+from engine.store import DB_ERRORS, Store
 
 log = structlog.get_logger("engine.vacuum")
 
@@ -48,5 +48,5 @@ class QueueVacuum:
             # Not the table's owner: leave it to autovacuum, and say so once.
             self._refused = True
             log.warning("queue.vacuum_not_permitted", error=str(exc))
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except DB_ERRORS as exc:
             log.warning("queue.vacuum_failed", error=f"{type(exc).__name__}: {exc}")
