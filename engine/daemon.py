@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+from typing import Protocol
 
 import asyncpg
 import structlog
@@ -27,6 +28,12 @@ log = structlog.get_logger("engine.daemon")
 
 class SchemaError(RuntimeError):
     pass
+
+
+class BackgroundLoop(Protocol):
+    """A side loop of the daemon (listener, pruner, vacuum): runs until `stop` is set."""
+
+    async def run(self, stop: asyncio.Event) -> None: ...
 
 
 def schema_problem(version: int | None) -> str | None:
@@ -91,12 +98,12 @@ async def run(
                 on_flush=lambda outcomes, states: scheduler.on_flush(outcomes, states),
             )
             scheduler = Scheduler(store, worker, recorder, d)
-            listener = Listener(config.database.dsn, scheduler.wake)
-            pruner = Pruner(store, config.retention)
-            vacuum = QueueVacuum(store, config.maintenance)
-            return await _supervise(
-                config, stop, scheduler, recorder, listener, pruner, vacuum, burst
-            )
+            loops: dict[str, BackgroundLoop] = {
+                "listener": Listener(config.database.dsn, scheduler.wake),
+                "pruner": Pruner(store, config.retention),
+                "vacuum": QueueVacuum(store, config.maintenance),
+            }
+            return await _supervise(config, stop, scheduler, recorder, loops, burst)
     finally:
         await store.close()
         log.info("daemon.stopped")
@@ -107,17 +114,13 @@ async def _supervise(
     stop: asyncio.Event,
     scheduler: Scheduler,
     recorder: Recorder,
-    listener: Listener,
-    pruner: Pruner,
-    vacuum: QueueVacuum,
+    loops: dict[str, BackgroundLoop],
     burst: bool,
 ) -> int:
     recorder_task = asyncio.create_task(recorder.run(), name="recorder")
-    listener_task = asyncio.create_task(listener.run(stop), name="listener")
-    pruner_task = asyncio.create_task(pruner.run(stop), name="pruner")
-    vacuum_task = asyncio.create_task(vacuum.run(stop), name="vacuum")
+    background = [asyncio.create_task(loop.run(stop), name=name) for name, loop in loops.items()]
     scheduler_task = asyncio.create_task(scheduler.run(stop, burst=burst), name="scheduler")
-    side_tasks = (recorder_task, listener_task, pruner_task, vacuum_task)
+    side_tasks = (recorder_task, *background)
     log.info("daemon.started", pid=os.getpid(), burst=burst)
     _sd_notify("READY=1")
     exit_code = 0
@@ -140,7 +143,6 @@ async def _supervise(
         except TimeoutError:
             log.error("daemon.unflushed_outcomes", pending=recorder.pending)
             exit_code = 1
-    background = (listener_task, pruner_task, vacuum_task)
     for task in background:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)
