@@ -12,6 +12,7 @@ import asyncpg
 import structlog
 
 from engine.aio import wait_first
+from engine.backoff import Reconnect
 from engine.config import Config
 from engine.listener import Listener
 from engine.policy import RetryPolicy
@@ -151,7 +152,7 @@ async def _supervise(
 
 async def _open_store(config: Config, stop: asyncio.Event) -> Store | None:
     """Connect, retrying with backoff while Postgres is unreachable (None if stopped first)."""
-    delay = 0.2
+    reconnect = Reconnect(initial_s=0.2, max_s=10.0)
     while not stop.is_set():
         try:
             return await Store.open(
@@ -160,9 +161,9 @@ async def _open_store(config: Config, stop: asyncio.Event) -> Store | None:
                 synchronous_commit=config.database.synchronous_commit,
             )
         except (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError) as exc:
-            log.warning("daemon.database_unreachable", error=str(exc), retry_in_s=delay)
-            await wait_first(stop.wait(), asyncio.sleep(delay))
-            delay = min(delay * 2, 10.0)
+            delay = reconnect.next_delay_s()
+            log.warning("daemon.database_unreachable", error=str(exc), retry_in_s=round(delay, 3))
+            await wait_first(stop.wait(), within_s=delay)
     return None
 
 

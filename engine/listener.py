@@ -9,22 +9,20 @@ import asyncpg
 import structlog
 
 from engine.aio import wait_first
+from engine.backoff import Reconnect
 from engine.store import DB_ERRORS, NOTIFY_CHANNEL
 
 log = structlog.get_logger("engine.listener")
 
 
 class Listener:
-    def __init__(
-        self, dsn: str | None, on_notify: Callable[[], None], *, retry_max_s: float = 5.0
-    ) -> None:
+    def __init__(self, dsn: str | None, on_notify: Callable[[], None]) -> None:
         self._dsn = dsn
         self._on_notify = on_notify
-        self._retry_max_s = retry_max_s
+        self._reconnect = Reconnect()
         self.connected = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        delay = 0.1
         while not stop.is_set():
             lost = asyncio.Event()
             conn: asyncpg.Connection | None = None
@@ -40,20 +38,20 @@ class Listener:
                 await conn.add_listener(NOTIFY_CHANNEL, self._notified)
                 log.info("listener.connected")
                 self.connected.set()
-                delay = 0.1
+                self._reconnect.reset()
                 # Anything committed while we were not listening is found by the next pass.
                 self._on_notify()
                 await wait_first(stop.wait(), lost.wait())
                 if lost.is_set() and not stop.is_set():
                     log.warning("listener.connection_lost")
             except DB_ERRORS as exc:
+                delay = self._reconnect.next_delay_s()
                 log.warning(
                     "listener.connect_failed",
                     error=f"{type(exc).__name__}: {exc}",
-                    retry_in_s=delay,
+                    retry_in_s=round(delay, 3),
                 )
-                await wait_first(stop.wait(), asyncio.sleep(delay))
-                delay = min(delay * 2, self._retry_max_s)
+                await wait_first(stop.wait(), within_s=delay)
             finally:
                 self.connected.clear()
                 if conn is not None and not conn.is_closed():

@@ -11,6 +11,7 @@ from email.utils import parsedate_to_datetime
 
 import tenacity
 
+from engine.backoff import delay_for
 from engine.config import RetryConfig
 from engine.models import Webhook
 
@@ -69,9 +70,7 @@ class RetryPolicy:
         wait = tenacity.wait_chain(
             *(tenacity.wait_fixed(s) + tenacity.wait_random(0, s * self.jitter) for s in steps)
         )
-        state = tenacity.RetryCallState(tenacity.Retrying(), fn=None, args=(), kwargs={})
-        state.attempt_number = min(consecutive_failures, len(steps))
-        return float(wait(state))
+        return delay_for(wait, min(consecutive_failures, len(steps)))
 
     def window_s(self, webhook: Webhook) -> float | None:
         """The failure window to count failures in, or None when that rule is off."""

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from engine.aio import wait_first
+from engine.backoff import Reconnect
 from engine.models import Outcome
 from engine.policy import RetryPolicy
 from engine.store import DB_ERRORS, EndpointState, Store
@@ -75,7 +76,7 @@ class Recorder:
         self._full.set()
 
     async def _flush_with_retry(self) -> None:
-        delay = 0.05
+        reconnect = Reconnect(initial_s=0.05, max_s=self._retry_max_s)
         while True:
             batch, self._buffer = self._buffer, []
             try:
@@ -84,14 +85,14 @@ class Recorder:
                 # Keep every outcome: put them back in front and try again. If the process dies
                 # meanwhile, the leases expire and the events are delivered again.
                 self._buffer = batch + self._buffer
+                delay = reconnect.next_delay_s()
                 log.warning(
                     "recorder.flush_failed",
                     error=f"{type(exc).__name__}: {exc}",
                     pending=len(self._buffer),
-                    retry_in_s=delay,
+                    retry_in_s=round(delay, 3),
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_max_s)
                 continue
             self._on_flush(batch, states)
             return

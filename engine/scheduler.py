@@ -12,6 +12,7 @@ import structlog
 
 from engine import batching
 from engine.aio import wait_first
+from engine.backoff import Reconnect
 from engine.config import DeliveryConfig
 from engine.models import Batch, Outcome, Webhook
 from engine.recorder import Recorder
@@ -49,21 +50,20 @@ class Scheduler:
 
     async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
         """Deliver until `stop` is set (or, with burst, until nothing is left to do)."""
-        db_retry_s = 0.1
+        reconnect = Reconnect()
         while not stop.is_set():
             self._wake.clear()
             try:
                 timeout = await self._pass(burst)
-                db_retry_s = 0.1
+                reconnect.reset()
             except DB_ERRORS as exc:
                 # Postgres restarted or our connection was cut: the pool reconnects; back off.
+                timeout = reconnect.next_delay_s()
                 log.warning(
                     "scheduler.database_error",
                     error=f"{type(exc).__name__}: {exc}",
-                    retry_in_s=db_retry_s,
+                    retry_in_s=round(timeout, 3),
                 )
-                timeout = db_retry_s
-                db_retry_s = min(db_retry_s * 2, 5.0)
             if timeout is None:
                 break  # burst: nothing left
             if timeout > 0:

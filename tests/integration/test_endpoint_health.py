@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import ssl
 
 import asyncpg
+import trustme
 from aiohttp import web
 
 from tests.conftest import wait_until
@@ -225,3 +227,29 @@ async def test_paused_webhook_keeps_events_until_resumed(
     # Resuming wakes the daemon (trigger NOTIFY), no poll needed.
     await db.execute("UPDATE webhooks SET status = 'active' WHERE id = $1", paused)
     await receiver.wait_for(lambda: len(receiver.at("/paused")) == 1, within_s=5)
+
+
+async def test_untrusted_tls_certificate_is_a_logged_failure(
+    db: asyncpg.Connection, engine: EngineFactory
+) -> None:
+    # A certificate from a throwaway CA the engine does not trust.
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    tls = Receiver(ssl_context=context)
+    await tls.start()
+    try:
+        webhook_id = await add_webhook(db, tls.url("/hook"), ["*"])
+        await add_event(db, "order.created", {})
+        engine()
+
+        async def logged() -> bool:
+            return bool(await db.fetchval("SELECT count(*) FROM webhook_logs"))
+
+        await wait_until(logged, what="a log row for the TLS failure")
+        log = await one(db, "SELECT * FROM webhook_logs WHERE webhook_id = $1", webhook_id)
+        assert not log["success"] and log["status_code"] is None
+        assert log["error"].startswith("TLS"), log["error"]
+        assert tls.requests == []
+    finally:
+        await tls.stop()
