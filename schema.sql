@@ -38,6 +38,22 @@ ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS retry_schedule_s integer[];
 ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS max_consecutive_failures integer;
 ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS failure_window_max integer;
 ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS failure_window_s integer;
+-- Wire format (see README): standard | woocommerce | ultracart | readycloud | norce.
+ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS profile text NOT NULL DEFAULT 'standard';
+-- Per-profile settings, e.g. {"source": "https://shop.example/"} (woocommerce),
+-- {"account": "shop", "environment": "prod"} (norce).
+ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS profile_options jsonb NOT NULL DEFAULT '{}';
+-- UltraCart: gzip the events, then base64, sent as a JSON string.
+ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS compress_events boolean NOT NULL DEFAULT false;
+-- Norce: the request body, with {{placeholders}} (the url may hold them too).
+ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS body_template text;
+-- Secrets replaced by an UPDATE, kept signing for a while (Standard Webhooks rotation):
+-- [{"secret": "whsec_...", "rotated_at": "..."}], filled by the trigger.
+ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS previous_secrets jsonb NOT NULL DEFAULT '[]';
+-- 'token' (ReadyCloud's Auth header) came with the profiles.
+ALTER TABLE webhooks DROP CONSTRAINT IF EXISTS webhooks_auth_type_check;
+ALTER TABLE webhooks ADD CONSTRAINT webhooks_auth_type_check
+    CHECK (auth_type IN ('hmac', 'basic', 'none', 'token'));
 
 -- Intake. Apps insert in their own transaction; an event exists for delivery exactly when that
 -- transaction commits. webhook_id NULL: every webhook whose topics match; set: only that webhook.
@@ -94,7 +110,7 @@ CREATE INDEX IF NOT EXISTS webhook_logs_delivered_idx ON webhook_logs (delivered
 
 -- Which schema this is; the daemon refuses to run against another (engine/store.py SCHEMA_VERSION).
 CREATE OR REPLACE FUNCTION webhook_engine_schema_version()
-RETURNS integer LANGUAGE sql IMMUTABLE AS $$ SELECT 2 $$;
+RETURNS integer LANGUAGE sql IMMUTABLE AS $$ SELECT 3 $$;
 
 -- Does `topic` match any of `patterns`? Exact, '*' (everything) or 'prefix.*' (starts with 'prefix.').
 CREATE OR REPLACE FUNCTION webhook_engine_topic_matches(patterns text[], topic text)
@@ -122,9 +138,10 @@ DECLARE
     key_bytes integer;
 BEGIN
     NEW.method := upper(NEW.method);
-    IF NEW.method NOT IN ('POST', 'PUT', 'PATCH') THEN
-        RAISE EXCEPTION 'webhooks.method must be POST, PUT or PATCH, not %', NEW.method
-            USING ERRCODE = 'check_violation';
+    IF NEW.method NOT IN ('POST', 'PUT', 'PATCH')
+       AND NOT (NEW.profile = 'norce' AND NEW.method IN ('GET', 'DELETE')) THEN
+        RAISE EXCEPTION 'webhooks.method must be POST, PUT or PATCH (norce: also GET, DELETE), not %',
+            NEW.method USING ERRCODE = 'check_violation';
     END IF;
     IF NEW.url !~* '^https?://[^/\s?#]+' THEN
         RAISE EXCEPTION 'webhooks.url must be an absolute http:// or https:// URL, not %', NEW.url
@@ -162,7 +179,9 @@ BEGIN
                 USING ERRCODE = 'check_violation';
         END IF;
         IF lower(header.key) IN ('authorization', 'content-length', 'host', 'transfer-encoding',
-                                 'webhook-id', 'webhook-timestamp', 'webhook-signature') THEN
+                                 'webhook-id', 'webhook-timestamp', 'webhook-signature', 'auth',
+                                 'x-idempotency-key', 'x-timestamp')
+           OR lower(header.key) LIKE 'x-wc-webhook-%' THEN
             RAISE EXCEPTION 'webhooks.headers must not set "%": the engine sets it', header.key
                 USING ERRCODE = 'check_violation';
         END IF;
@@ -171,7 +190,7 @@ BEGIN
                 header.key USING ERRCODE = 'check_violation';
         END IF;
     END LOOP;
-    IF NEW.auth_type = 'hmac' THEN
+    IF NEW.auth_type = 'hmac' AND NEW.profile = 'standard' THEN
         IF NEW.secret IS NULL OR NEW.secret = '' THEN
             NEW.secret := 'whsec_' || encode(webhook_engine_random_bytes(), 'base64');
         END IF;
@@ -213,6 +232,92 @@ BEGIN
     IF TG_OP = 'UPDATE' AND NEW.status = 'active' AND OLD.status <> 'active' THEN
         NEW.disabled_at := NULL;
         NEW.disabled_reason := NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- Profiles: set what a profile decides before the general checks run (triggers fire in name
+-- order: webhook_engine_apply_profile before webhook_engine_check), and keep replaced secrets.
+CREATE OR REPLACE FUNCTION webhook_engine_apply_profile()
+RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    placeholder text;
+    known CONSTANT text[] := ARRAY['entity', 'action', 'account', 'environment', 'id',
+                                   'paymentName', 'channelName', 'channelUrl', 'resetKey',
+                                   'orderRowId'];
+BEGIN
+    IF NEW.profile NOT IN ('standard', 'woocommerce', 'ultracart', 'readycloud', 'norce') THEN
+        RAISE EXCEPTION 'webhooks.profile must be standard, woocommerce, ultracart, readycloud or norce, not %',
+            NEW.profile USING ERRCODE = 'check_violation';
+    END IF;
+    IF jsonb_typeof(NEW.profile_options) <> 'object' THEN
+        RAISE EXCEPTION 'webhooks.profile_options must be a JSON object'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF NEW.profile = 'woocommerce' THEN
+        -- One event per request, the body signed with the secret as it is (any string).
+        NEW.auth_type := 'hmac';
+        NEW.maximum_events := 1;
+        IF coalesce(NEW.secret, '') = '' THEN
+            NEW.secret := encode(webhook_engine_random_bytes(), 'hex');
+        END IF;
+        IF TG_OP = 'INSERT' THEN
+            NEW.max_consecutive_failures := coalesce(NEW.max_consecutive_failures, 5);
+        END IF;
+    ELSIF NEW.profile = 'ultracart' THEN
+        -- UltraCart knows none and basic; basic is its secure choice.
+        IF NEW.auth_type = 'hmac' THEN
+            NEW.auth_type := 'basic';
+        END IF;
+    ELSIF NEW.profile = 'readycloud' THEN
+        NEW.auth_type := 'token';
+        NEW.method := 'PUT';
+        NEW.maximum_events := 1;
+        IF coalesce(NEW.secret, '') = '' THEN
+            NEW.secret := left(encode(webhook_engine_random_bytes(), 'hex'), 30);
+        END IF;
+        IF NEW.url !~* '^https://'
+           AND coalesce(current_setting('webhook_engine.allow_http', true), '') <> 'on' THEN
+            RAISE EXCEPTION 'readycloud webhooks need an https:// URL, not % (for tests only: SET webhook_engine.allow_http = on)',
+                NEW.url USING ERRCODE = 'check_violation';
+        END IF;
+        IF TG_OP = 'INSERT' THEN
+            -- Suspended after failing more than 3 times within 6 hours.
+            NEW.failure_window_max := coalesce(NEW.failure_window_max, 3);
+            NEW.failure_window_s := coalesce(NEW.failure_window_s, 21600);
+            NEW.max_consecutive_failures := coalesce(NEW.max_consecutive_failures, 0);
+        END IF;
+    ELSIF NEW.profile = 'norce' THEN
+        IF NEW.auth_type = 'hmac' THEN
+            NEW.auth_type := 'none';
+        END IF;
+        IF TG_OP = 'INSERT' AND NEW.retry_schedule_s IS NULL THEN
+            NEW.retry_schedule_s := '{600,600,600}';  -- 3 retries, 10 minutes apart
+        END IF;
+        FOR placeholder IN
+            SELECT m[1] FROM regexp_matches(coalesce(NEW.body_template, '') || ' ' || NEW.url,
+                                            '\{\{\s*([^}]*?)\s*\}\}', 'g') AS m
+        LOOP
+            IF NOT placeholder = ANY (known) THEN
+                RAISE EXCEPTION 'webhooks: unknown placeholder {{%}}; known: %', placeholder,
+                    array_to_string(known, ', ') USING ERRCODE = 'check_violation';
+            END IF;
+        END LOOP;
+    END IF;
+    IF NEW.profile <> 'norce' AND NEW.body_template IS NOT NULL THEN
+        RAISE EXCEPTION 'webhooks.body_template is for the norce profile only'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.secret IS DISTINCT FROM OLD.secret AND OLD.secret IS NOT NULL
+       AND NEW.previous_secrets IS NOT DISTINCT FROM OLD.previous_secrets THEN
+        -- Rotation: the old secret keeps signing for a while (the daemon decides how long);
+        -- entries older than a week are dropped here so the list stays short.
+        NEW.previous_secrets := coalesce(
+            (SELECT jsonb_agg(s) FROM jsonb_array_elements(OLD.previous_secrets) AS s
+             WHERE (s ->> 'rotated_at')::timestamptz > now() - interval '7 days'),
+            '[]'::jsonb
+        ) || jsonb_build_array(jsonb_build_object('secret', OLD.secret, 'rotated_at', now()));
     END IF;
     RETURN NEW;
 END
@@ -265,6 +370,11 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+DROP TRIGGER IF EXISTS webhook_engine_apply_profile ON webhooks;
+CREATE TRIGGER webhook_engine_apply_profile
+    BEFORE INSERT OR UPDATE ON webhooks
+    FOR EACH ROW EXECUTE FUNCTION webhook_engine_apply_profile();
 
 DROP TRIGGER IF EXISTS webhook_engine_check ON webhooks;
 CREATE TRIGGER webhook_engine_check

@@ -7,7 +7,8 @@ with maximum_events > 1, a JSON array of such objects, even when it holds one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import orjson
 
@@ -31,17 +32,44 @@ def envelope_overhead_estimate() -> int:
     return _ENVELOPE_FIXED + 20 + 2 + 32  # id digits, topic quotes, timestamp with quotes
 
 
-def split(events: Sequence[Event], maximum_events: int, maximum_size: int) -> list[Batch]:
+def encode_ultracart(event: Event) -> bytes:
+    """UltraCart's one-key object: {"<event name>": <payload>}, the name being the topic with
+    dots as underscores ("order.create" -> "order_create")."""
+    return b"{%b:%b}" % (orjson.dumps(event.topic.replace(".", "_")), event.payload)
+
+
+def encode_payload(event: Event) -> bytes:
+    """The payload alone (WooCommerce, ReadyCloud)."""
+    return event.payload
+
+
+@dataclass(frozen=True, kw_only=True)
+class BodyFormat:
+    """How events become a request body: each event's bytes, and whether several go into one
+    JSON array (else every request carries exactly one event, as it is)."""
+
+    item: Callable[[Event], bytes] = encode_event
+    array: bool = True
+
+
+def split(
+    events: Sequence[Event],
+    maximum_events: int,
+    maximum_size: int,
+    body_format: BodyFormat | None = None,
+) -> list[Batch]:
     """Group `events` (in id order) into batches.
 
     Each batch holds at most `maximum_events` events and its body at most `maximum_size` bytes,
     except that one event larger than `maximum_size` on its own is a batch by itself (oversize):
-    it is sent, never dropped.
+    it is sent, never dropped. Without `body_format`: the standard envelope, alone when
+    maximum_events is 1, else in an array.
     """
     if maximum_events < 1 or maximum_size < 1:
         raise ValueError("maximum_events and maximum_size must be at least 1")
-    encoded = [(event, encode_event(event)) for event in events]
-    if maximum_events == 1:
+    fmt = body_format or BodyFormat(array=maximum_events > 1)
+    encoded = [(event, fmt.item(event)) for event in events]
+    if not fmt.array:
         return [
             Batch(events=(event,), body=body, oversize=len(body) > maximum_size)
             for event, body in encoded

@@ -35,6 +35,10 @@ class DeliveryConfig:
     lease_s: float = 120.0
     poll_interval_s: float = 1.0
     user_agent: str = "webhook-engine/0.1"
+    # PEM file of CAs to trust for https endpoints, instead of the system's (None: system).
+    ca_bundle: str | None = None
+    # After a webhook's secret changes, the old one keeps signing this long (rotation).
+    previous_secret_ttl_s: float = 86400.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,6 +145,7 @@ class Config:
             "delivery.total_timeout_s": d.total_timeout_s,
             "delivery.lease_s": d.lease_s,
             "delivery.poll_interval_s": d.poll_interval_s,
+            "delivery.previous_secret_ttl_s": d.previous_secret_ttl_s,
             "retry.retry_after_max_s": self.retry.retry_after_max_s,
             "retry.failure_window_s": self.retry.failure_window_s,
             "recorder.flush_interval_ms": self.recorder.flush_interval_ms,
@@ -170,6 +175,8 @@ class Config:
         for name in ("max_consecutive_failures", "failure_window_max"):
             if getattr(r, name) < 0:
                 raise ConfigError(f"retry.{name} must not be negative (0 turns it off)")
+        if d.ca_bundle is not None and not Path(d.ca_bundle).is_file():
+            raise ConfigError(f"delivery.ca_bundle {d.ca_bundle!r} is not a readable file")
         if d.lease_s <= d.total_timeout_s:
             raise ConfigError(
                 f"delivery.lease_s ({d.lease_s}) must exceed delivery.total_timeout_s "

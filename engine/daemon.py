@@ -83,12 +83,14 @@ async def run(
             connect_timeout_s=d.connect_timeout_s,
             total_timeout_s=d.total_timeout_s,
             response_limit_chars=config.recorder.log_body_limit_chars,
+            ca_bundle=d.ca_bundle,
         ) as sender:
             worker = Worker(
                 sender,
                 policy=policy,
                 user_agent=d.user_agent,
                 log_body_limit_chars=config.recorder.log_body_limit_chars,
+                previous_secret_ttl_s=d.previous_secret_ttl_s,
             )
             scheduler: Scheduler
             recorder = Recorder(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
@@ -27,6 +27,13 @@ class Webhook:
     max_consecutive_failures: int | None = None
     failure_window_max: int | None = None
     failure_window_s: float | None = None
+    # Wire format and its settings (see profiles.py).
+    profile: str = "standard"
+    profile_options: Mapping[str, str] = field(default_factory=dict)
+    compress_events: bool = False
+    body_template: str | None = None
+    # Secrets replaced by an update, with when: they keep signing for a while (rotation).
+    previous_secrets: tuple[tuple[str, datetime], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import structlog
 
-from engine import batching
+from engine import batching, profiles
 from engine.aio import wait_first
 from engine.backoff import Reconnect
 from engine.config import DeliveryConfig
@@ -143,7 +143,10 @@ class Scheduler:
         webhooks = {b.webhook.id: b.webhook for b in budgets}
         for webhook_id, events in claimed.items():
             webhook = webhooks[webhook_id]
-            for batch in batching.split(events, webhook.maximum_events, webhook.maximum_size):
+            body_format = profiles.body_format(webhook)
+            for batch in batching.split(
+                events, webhook.maximum_events, webhook.maximum_size, body_format
+            ):
                 self._start(webhook, batch)
         return bool(claimed)
 

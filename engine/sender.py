@@ -21,7 +21,9 @@ class Sender:
         connect_timeout_s: float,
         total_timeout_s: float,
         response_limit_chars: int,
+        ca_bundle: str | None = None,
     ) -> None:
+        self._ca_bundle = ca_bundle
         self._timeout = aiohttp.ClientTimeout(total=total_timeout_s, connect=connect_timeout_s)
         self._total_timeout_s = total_timeout_s
         self._read_limit_bytes = response_limit_chars * 4
@@ -30,7 +32,9 @@ class Sender:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Sender:
-        connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=0)
+        # TLS is always verified; a CA bundle replaces the system's trust store when given.
+        tls = ssl.create_default_context(cafile=self._ca_bundle) if self._ca_bundle else True
+        connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=0, ssl=tls)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Sequence
 from functools import lru_cache
 
 SECRET_PREFIX = "whsec_"
@@ -29,12 +30,23 @@ def standard_signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> 
     return "v1," + base64.b64encode(digest).decode()
 
 
-def standard_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+def standard_headers(
+    secrets: str | Sequence[str], msg_id: str, timestamp: int, body: bytes
+) -> dict[str, str]:
+    """Standard Webhooks headers; with several secrets (rotation), one `v1,` entry per secret,
+    space-separated, so a receiver holding any of them verifies."""
+    keys = [secrets] if isinstance(secrets, str) else list(secrets)
+    signatures = [standard_signature(secret_key(s), msg_id, timestamp, body) for s in keys]
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": standard_signature(secret_key(secret), msg_id, timestamp, body),
+        "webhook-signature": " ".join(signatures),
     }
+
+
+def body_signature(secret: str, body: bytes) -> str:
+    """Base64 HMAC-SHA256 of the body, keyed with the secret as it is (WooCommerce)."""
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
 
 
 def basic_authorization(username: str, password: str) -> str:

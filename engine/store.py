@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ DB_ERRORS = (
     TimeoutError,
 )
 # What webhook_engine_schema_version() in schema.sql returns; raise both together.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 Conn = asyncpg.Connection | PoolConnectionProxy
 # Serialises concurrent `init-db` runs.
 _SCHEMA_LOCK_KEY = 0x77656268  # "webh"
@@ -287,6 +288,14 @@ def _webhook(row: asyncpg.Record) -> Webhook:
         max_consecutive_failures=row["max_consecutive_failures"],
         failure_window_max=row["failure_window_max"],
         failure_window_s=row["failure_window_s"],
+        profile=row["profile"],
+        profile_options={k: str(v) for k, v in orjson.loads(row["profile_options"]).items()},
+        compress_events=row["compress_events"],
+        body_template=row["body_template"],
+        previous_secrets=tuple(
+            (s["secret"], datetime.fromisoformat(s["rotated_at"]))
+            for s in orjson.loads(row["previous_secrets"])
+        ),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import structlog
@@ -19,36 +20,24 @@ log = structlog.get_logger("engine.worker")
 
 class Worker:
     def __init__(
-        self, sender: Sender, *, policy: RetryPolicy, user_agent: str, log_body_limit_chars: int
+        self,
+        sender: Sender,
+        *,
+        policy: RetryPolicy,
+        user_agent: str,
+        log_body_limit_chars: int,
+        previous_secret_ttl_s: float = 86400.0,
     ) -> None:
         self._sender = sender
         self._policy = policy
         self._user_agent = user_agent
         self._body_limit = log_body_limit_chars
+        self._secret_ttl_s = previous_secret_ttl_s
 
     async def deliver(self, webhook: Webhook, batch: Batch) -> Outcome:
         request_id = uuid.uuid4()
         note = _oversize_note(webhook, batch)
-        try:
-            request = profiles.build_request(
-                webhook, batch, timestamp=int(time.time()), user_agent=self._user_agent
-            )
-        except ValueError as exc:
-            # A webhook row we cannot sign for: a failure like any other, so it backs off and
-            # its events stay queued until someone fixes the row.
-            request = OutgoingRequest(
-                method=webhook.method, url=webhook.url, headers={}, body=batch.body
-            )
-            response = Response(
-                started_at=datetime.now(UTC),
-                duration_ms=0,
-                status_code=None,
-                headers={},
-                body=None,
-                error=f"request not built: {exc}",
-            )
-        else:
-            response = await self._sender.send(request)
+        request, response = await self._exchange(webhook, batch)
         row = self._log_row(request_id, webhook, batch, request, response, note)
         fields = {
             "webhook_id": webhook.id,
@@ -65,19 +54,11 @@ class Worker:
         if note:
             log.warning("delivery.oversize", note=note, **fields)
         gone = response.status_code == 410
-        final = (
-            not response.success
-            and not gone
-            and batch.attempt >= self._policy.max_attempts(webhook)
-        )
+        out_of_attempts = batch.attempt >= self._policy.max_attempts(webhook)
+        final = not response.success and not gone and out_of_attempts
         if final:
             log.warning(
-                "delivery.gave_up",
-                webhook_id=webhook.id,
-                request_id=str(request_id),
-                attempt=batch.attempt,
-                event_ids=batch.event_ids,
-                error=response.error,
+                "delivery.gave_up", event_ids=batch.event_ids, error=response.error, **fields
             )
         return Outcome(
             webhook=webhook,
@@ -90,6 +71,38 @@ class Worker:
             gone=gone,
             retry_after_s=_retry_after(response),
         )
+
+    async def _exchange(self, webhook: Webhook, batch: Batch) -> tuple[OutgoingRequest, Response]:
+        """Build the request in the webhook's profile and send it."""
+        try:
+            request = profiles.build_request(
+                webhook,
+                batch,
+                timestamp=int(time.time()),
+                user_agent=self._user_agent,
+                secret_ttl_s=self._secret_ttl_s,
+            )
+        except ValueError as exc:
+            # A webhook row we cannot build a request for: a failure like any other, so it
+            # backs off and its events stay queued until someone fixes the row.
+            request = OutgoingRequest(
+                method=webhook.method, url=webhook.url, headers={}, body=batch.body
+            )
+            return request, Response(
+                started_at=datetime.now(UTC),
+                duration_ms=0,
+                status_code=None,
+                headers={},
+                body=None,
+                error=f"request not built: {exc}",
+            )
+        response = await self._sender.send(request)
+        status = response.status_code
+        if response.success and status is not None and not profiles.is_success(webhook, status):
+            response = replace(
+                response, error=f"HTTP {status}: the {webhook.profile} profile needs 200"
+            )
+        return request, response
 
     def _log_row(
         self,

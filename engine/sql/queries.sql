@@ -5,7 +5,8 @@
 SELECT w.id, w.url, w.method, w.auth_type, w.secret, w.basic_username, w.basic_password,
        w.headers::text AS headers, w.maximum_events, w.maximum_size, w.consecutive_failures,
        w.retry, w.retry_schedule_s, w.max_consecutive_failures, w.failure_window_max,
-       w.failure_window_s
+       w.failure_window_s, w.profile, w.profile_options::text AS profile_options,
+       w.compress_events, w.body_template, w.previous_secrets::text AS previous_secrets
 FROM webhooks AS w
 WHERE w.status = 'active'
   AND (w.next_retry_after IS NULL OR w.next_retry_after <= now())
