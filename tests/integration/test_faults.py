@@ -81,12 +81,12 @@ async def test_rude_receivers_fail_cleanly_and_do_not_slow_healthy_ones(
         hooks[path] = await add_webhook(db, receiver.url(path), ["*"], retry=False)
     await db.execute(
         "INSERT INTO webhook_events (topic, payload) "
-        "SELECT 'order.created', jsonb_build_object('n', g) FROM generate_series(1, 500) g"
+        "SELECT 'order.created', jsonb_build_object('n', g) FROM generate_series(1, 300) g"
     )
     config = write_config(
         tmp_path / "c.toml",
         dsn,
-        delivery={"total_timeout_s": 3.0, "lease_s": 10.0, "per_endpoint_concurrency": 4},
+        delivery={"total_timeout_s": 8.0, "lease_s": 20.0, "per_endpoint_concurrency": 8},
     )
     daemon = await DaemonProcess.start("run", "--config", str(config))
     daemons.append(daemon)
@@ -115,11 +115,11 @@ async def test_rude_receivers_fail_cleanly_and_do_not_slow_healthy_ones(
     rows = await db.fetch("SELECT * FROM webhook_logs ORDER BY delivered_at")
     healthy_last = max(r["delivered_at"] for r in rows if r["webhook_id"] == hooks["/ok"])
     hang = first_log("/hang")
-    # The healthy endpoint's 500 events all went while the hanging request was still waiting.
-    assert healthy_last < hang["delivered_at"] + timedelta(seconds=2.9)
-    assert "timeout" in hang["error"] and 2900 <= hang["duration_ms"] < 6000
+    # The healthy endpoint's 300 events all went while the hanging request was still waiting.
+    assert healthy_last < hang["delivered_at"] + timedelta(seconds=7.5)
+    assert "timeout" in hang["error"] and 7900 <= hang["duration_ms"] < 12000
     slow = first_log("/dribble")
-    assert "timeout" in slow["error"] and slow["duration_ms"] < 6000
+    assert "timeout" in slow["error"] and slow["duration_ms"] < 12000
     big = first_log("/huge")
     assert big["success"] and big["status_code"] == 200
     assert big["response_body"] is not None and len(big["response_body"]) == 100_000
