@@ -12,6 +12,7 @@ from engine import daemon
 from engine.config import Config
 from tests import pg
 from tests.receiver import Receiver
+from tests.settings import test_settings
 
 
 @pytest.fixture(scope="session")
@@ -59,22 +60,8 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 def make_config(dsn: str, **sections: dict[str, Any]) -> Config:
-    """Test settings: quick flushes and backoff; sections override (e.g. delivery={...})."""
-    raw: dict[str, dict[str, Any]] = {
-        "database": {"dsn": dsn},
-        "delivery": {"poll_interval_s": 0.5, "connect_timeout_s": 2.0, "total_timeout_s": 5.0},
-        # Quick retries; no automatic disabling unless a test asks for it.
-        "retry": {
-            "schedule_s": [0.2, 0.3, 0.5, 0.5, 0.5, 0.5],
-            "jitter": 0.0,
-            "max_consecutive_failures": 0,
-        },
-        "recorder": {"flush_interval_ms": 2.0},
-        "shutdown": {"grace_s": 5.0},
-    }
-    for name, values in sections.items():
-        raw.setdefault(name, {}).update(values)
-    return Config.from_dict(raw, source="test")
+    """The test settings (tests/settings.py) as a Config; sections override."""
+    return Config.from_dict(test_settings(dsn, **sections), source="test")
 
 
 class RunningEngine:

@@ -10,23 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.settings import test_settings
+
 
 def write_config(path: Path, dsn: str, **sections: dict[str, Any]) -> Path:
-    """A TOML config for a test daemon: quick flushes and backoff, `sections` override."""
-    raw: dict[str, dict[str, Any]] = {
-        "database": {"dsn": dsn},
-        "delivery": {"poll_interval_s": 0.5, "connect_timeout_s": 2.0, "total_timeout_s": 5.0},
-        # Quick retries; no automatic disabling unless a test asks for it.
-        "retry": {
-            "schedule_s": [0.2, 0.3, 0.5, 0.5, 0.5, 0.5],
-            "jitter": 0.0,
-            "max_consecutive_failures": 0,
-        },
-        "recorder": {"flush_interval_ms": 2.0},
-        "shutdown": {"grace_s": 5.0},
-    }
-    for name, values in sections.items():
-        raw.setdefault(name, {}).update(values)
+    """The test settings (tests/settings.py) as a TOML file; sections override."""
+    raw = test_settings(dsn, **sections)
     lines: list[str] = []
     for name, values in raw.items():
         lines.append(f"[{name}]")
