@@ -82,7 +82,12 @@ ALTER TABLE webhook_queue SET (autovacuum_vacuum_scale_factor = 0.0,
                                autovacuum_analyze_threshold = 5000);
 -- Set when a delivery used all its attempts: kept, listed and replayable, never claimed.
 ALTER TABLE webhook_queue ADD COLUMN IF NOT EXISTS failed_at timestamptz;
-CREATE INDEX IF NOT EXISTS webhook_queue_event_idx ON webhook_queue (event_id);
+-- For the foreign key (deleting an event) and the pruner's "still queued?" check. A hash index:
+-- it answers event_id = x but gives no event_id order, so the planner can never walk it to
+-- find an endpoint's head of queue (a btree here was chosen for exactly that once statistics
+-- said one endpoint owns every row, and scanned the whole backlog).
+DROP INDEX IF EXISTS webhook_queue_event_idx;
+CREATE INDEX IF NOT EXISTS webhook_queue_event_hash_idx ON webhook_queue USING hash (event_id);
 CREATE INDEX IF NOT EXISTS webhook_queue_failed_idx ON webhook_queue (webhook_id, event_id)
     WHERE failed_at IS NOT NULL;
 

@@ -33,6 +33,43 @@ RETURNING id
 XACT_COMMIT = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
 ADD_WEBHOOK = "INSERT INTO webhooks (url, topics, maximum_events) VALUES ($1, '{*}', 1)"
 
+# Targeted events (webhook_id set): only that webhook gets them, whatever its topics.
+INSERT_TARGETED = """
+INSERT INTO webhook_events (topic, payload, webhook_id)
+SELECT 'order.created', jsonb_build_object('n', g, 'pad', repeat('x', 64)), $3::bigint
+FROM generate_series($1::int, $2::int) AS g
+"""
+ADD_TARGETED_WEBHOOK = """
+INSERT INTO webhooks (name, url, topics, status, maximum_events)
+VALUES ($1, $2, '{}', $3, 1)
+RETURNING id
+"""
+QUEUE_STATE = """
+SELECT count(*) AS rows,
+       count(*) FILTER (WHERE attempts = 0 AND locked_until IS NULL AND failed_at IS NULL)
+           AS untouched
+FROM webhook_queue WHERE webhook_id = $1
+"""
+QUEUE_EVENT_IDS = (
+    "SELECT coalesce(array_agg(event_id), '{}') FROM webhook_queue WHERE webhook_id = $1"
+)
+DELETE_QUEUED = "DELETE FROM webhook_queue WHERE webhook_id = $1"
+# What the planner believes about webhook_queue.webhook_id (nothing before the first ANALYZE).
+WEBHOOK_ID_STATS = """
+SELECT n_distinct, most_common_vals::text AS values, most_common_freqs::text AS freqs
+FROM pg_stats
+WHERE schemaname = current_schema() AND tablename = 'webhook_queue' AND attname = 'webhook_id'
+"""
+SIZES = """
+SELECT pg_database_size(current_database()) AS database,
+       pg_total_relation_size('webhook_queue') AS queue_total,
+       pg_indexes_size('webhook_queue') AS queue_indexes,
+       pg_total_relation_size('webhook_events') AS events_total,
+       s.n_live_tup AS queue_live, s.n_dead_tup AS queue_dead,
+       s.vacuum_count + s.autovacuum_count AS queue_vacuums
+FROM pg_stat_user_tables AS s WHERE s.relid = 'webhook_queue'::regclass
+"""
+
 
 def with_database(dsn: str, database: str) -> str:
     parts = urlsplit(dsn)
@@ -123,6 +160,97 @@ async def insert_paced(
     return committed
 
 
+async def add_targeted_webhook(conn: asyncpg.Connection, name: str, url: str, status: str) -> int:
+    """An endpoint with topics '{}': it gets only events inserted with its webhook_id."""
+    return int(await conn.fetchval(ADD_TARGETED_WEBHOOK, name, url, status))
+
+
+async def insert_targeted(
+    conn: asyncpg.Connection, webhook_id: int, count: int, chunk: int
+) -> list[float]:
+    """`count` events for `webhook_id`, one INSERT ... SELECT (and transaction) per `chunk`;
+    returns each chunk's seconds."""
+    seconds: list[float] = []
+    for start in range(1, count + 1, chunk):
+        started = time.perf_counter()
+        await conn.execute(INSERT_TARGETED, start, min(start + chunk - 1, count), webhook_id)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueState:
+    rows: int
+    untouched: int  # never attempted, not leased, not failed
+
+
+async def queue_state(conn: asyncpg.Connection, webhook_id: int) -> QueueState:
+    row = await conn.fetchrow(QUEUE_STATE, webhook_id)
+    assert row is not None
+    return QueueState(rows=row["rows"], untouched=row["untouched"])
+
+
+async def queued_event_ids(conn: asyncpg.Connection, webhook_id: int) -> set[int]:
+    return set(await conn.fetchval(QUEUE_EVENT_IDS, webhook_id))
+
+
+async def delete_queued(conn: asyncpg.Connection, webhook_id: int) -> int:
+    """Drop a webhook's queue rows, as delivery would; returns how many."""
+    return int((await conn.execute(DELETE_QUEUED, webhook_id)).split()[-1])
+
+
+async def vacuum_analyze(conn: asyncpg.Connection, tables: list[str]) -> float:
+    """VACUUM ANALYZE each table (outside any transaction); returns the seconds taken."""
+    started = time.perf_counter()
+    for table in tables:
+        await conn.execute(f"VACUUM ANALYZE {table}")
+    return time.perf_counter() - started
+
+
+async def explain(
+    conn: asyncpg.Connection, sql: str, *args: object, rollback: bool = False
+) -> list[str]:
+    """EXPLAIN (ANALYZE, BUFFERS) lines; `rollback` runs it in a transaction rolled back after,
+    for statements that write (EXPLAIN ANALYZE executes them)."""
+    query = f"EXPLAIN (ANALYZE, BUFFERS) {sql}"
+    if not rollback:
+        return [row[0] for row in await conn.fetch(query, *args)]
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        return [row[0] for row in await conn.fetch(query, *args)]
+    finally:
+        await tx.rollback()
+
+
+async def webhook_id_stats(conn: asyncpg.Connection) -> str:
+    """The planner's statistics on webhook_queue.webhook_id, as one line."""
+    row = await conn.fetchrow(WEBHOOK_ID_STATS)
+    if row is None:
+        return "none (never analyzed)"
+    return (
+        f"n_distinct {row['n_distinct']:g}, most common values {row['values']} "
+        f"with frequencies {row['freqs']}"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sizes:
+    database: int  # bytes
+    queue_total: int  # webhook_queue with its indexes
+    queue_indexes: int
+    events_total: int
+    queue_live: int  # the statistics collector's counts (approximate)
+    queue_dead: int
+    queue_vacuums: int  # VACUUMs of webhook_queue so far, by anyone
+
+
+async def sizes(conn: asyncpg.Connection) -> Sizes:
+    row = await conn.fetchrow(SIZES)
+    assert row is not None
+    return Sizes(**dict(row))
+
+
 @dataclass(frozen=True, kw_only=True)
 class EngineRecords:
     queue_rows: int
@@ -153,6 +281,7 @@ class ServerSettings:
     version: str
     fsync: str
     synchronous_commit: str
+    autovacuum: str
 
 
 async def server_settings(dsn: str) -> ServerSettings:
@@ -162,4 +291,5 @@ async def server_settings(dsn: str) -> ServerSettings:
             version=await conn.fetchval("SHOW server_version"),
             fsync=await conn.fetchval("SHOW fsync"),
             synchronous_commit=await conn.fetchval("SHOW synchronous_commit"),
+            autovacuum=await conn.fetchval("SHOW autovacuum"),
         )

@@ -80,8 +80,8 @@ class RetentionConfig:
 class MaintenanceConfig:
     # Delivered queue rows are deleted at once, which leaves dead rows that slow every claim
     # until vacuumed. Every this many seconds the daemon checks the queue's dead-row count and
-    # vacuums it when there are more than queue_vacuum_min_dead and more dead rows than live
-    # ones, whatever autovacuum is doing. 0 turns it off.
+    # vacuums it when there are at least queue_vacuum_min_dead dead rows and they are at least
+    # 5 % of the live ones, whatever autovacuum is doing. 0 turns it off.
     queue_vacuum_check_s: float = 5.0
     queue_vacuum_min_dead: int = 5000
 

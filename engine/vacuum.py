@@ -34,7 +34,8 @@ class QueueVacuum:
     async def _check(self) -> None:
         try:
             dead, live = await self._store.queue_tuples()
-            if dead < self._config.queue_vacuum_min_dead or dead <= live:
+            # Enough dead rows, and enough of the table (a big held backlog must not stop it).
+            if dead < self._config.queue_vacuum_min_dead or dead * 20 < live:
                 return
             started = time.perf_counter()
             await self._store.vacuum_queue()

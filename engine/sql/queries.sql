@@ -1,5 +1,11 @@
 -- Every query the engine runs, by name. Loaded once by engine/store.py.
 
+-- Plans here must not depend on the statistics of webhook_queue: when one endpoint holds a huge
+-- backlog, ANALYZE says "every row belongs to that endpoint", and a planner trusting it scans
+-- the whole queue for everyone else (bench/backlog.py measured 580x slower claims). So every
+-- look-up into the queue is a per-endpoint LATERAL ... ORDER BY webhook_id, event_id LIMIT n,
+-- which only the primary key index can serve, and the claim's UPDATE finds its rows by ctid.
+
 -- name: ready_webhooks
 -- Active endpoints, not backing off, with at least one unleased queued event.
 SELECT w.id, w.url, w.method, w.auth_type, w.secret, w.basic_username, w.basic_password,
@@ -8,68 +14,73 @@ SELECT w.id, w.url, w.method, w.auth_type, w.secret, w.basic_username, w.basic_p
        w.failure_window_s, w.profile, w.profile_options::text AS profile_options,
        w.compress_events, w.body_template, w.previous_secrets::text AS previous_secrets
 FROM webhooks AS w
+CROSS JOIN LATERAL (
+    SELECT 1 FROM webhook_queue AS q
+    WHERE q.webhook_id = w.id
+      AND q.failed_at IS NULL
+      AND (q.locked_until IS NULL OR q.locked_until <= now())
+    ORDER BY q.webhook_id, q.event_id
+    LIMIT 1
+) AS has_work
 WHERE w.status = 'active'
-  AND (w.next_retry_after IS NULL OR w.next_retry_after <= now())
-  AND EXISTS (
-      SELECT 1 FROM webhook_queue AS q
-      WHERE q.webhook_id = w.id
-        AND q.failed_at IS NULL
-        AND (q.locked_until IS NULL OR q.locked_until <= now())
-  );
+  AND (w.next_retry_after IS NULL OR w.next_retry_after <= now());
 
 -- name: next_wakeup
 -- Seconds until the earliest backing-off endpoint with queued work may be tried again.
 SELECT extract(epoch FROM min(w.next_retry_after) - now())::float8
 FROM webhooks AS w
+CROSS JOIN LATERAL (
+    SELECT 1 FROM webhook_queue AS q
+    WHERE q.webhook_id = w.id AND q.failed_at IS NULL
+    ORDER BY q.webhook_id, q.event_id
+    LIMIT 1
+) AS has_work
 WHERE w.status = 'active'
-  AND w.next_retry_after > now()
-  AND EXISTS (
-      SELECT 1 FROM webhook_queue AS q WHERE q.webhook_id = w.id AND q.failed_at IS NULL
-  );
+  AND w.next_retry_after > now();
 
 -- name: claim
 -- Lease the head of each given endpoint's queue, in event-id order: at most $2 rows and, beyond
 -- the first row, at most about $3 bytes of body (estimated; batching.py splits exactly).
 -- $1 webhook ids, $2 row limits, $3 byte limits, $4 estimated envelope bytes per event,
--- $5 lease seconds.
-WITH budget AS (
-    SELECT b.webhook_id, b.max_rows, b.max_bytes
-    FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS b(webhook_id, max_rows, max_bytes)
-    JOIN webhooks AS w ON w.id = b.webhook_id
-    -- Checked again here: the endpoint may have been paused or started backing off since.
-    WHERE w.status = 'active' AND (w.next_retry_after IS NULL OR w.next_retry_after <= now())
-),
-locked AS (
-    SELECT h.webhook_id, h.event_id, budget.max_bytes
-    FROM budget
-    CROSS JOIN LATERAL (
-        SELECT q.webhook_id, q.event_id
-        FROM webhook_queue AS q
-        WHERE q.webhook_id = budget.webhook_id
-          AND q.failed_at IS NULL
-          AND (q.locked_until IS NULL OR q.locked_until <= now())
-        ORDER BY q.event_id
-        LIMIT budget.max_rows
-        FOR UPDATE SKIP LOCKED
-    ) AS h
-),
-sized AS (
-    SELECT l.webhook_id, l.event_id, e.topic, e.created_at, e.payload::text AS payload,
-           l.max_bytes,
-           row_number() OVER w AS rn,
-           sum(octet_length(e.payload::text) + octet_length(e.topic) + $4::int) OVER w AS running
-    FROM locked AS l
-    JOIN webhook_events AS e ON e.id = l.event_id
-    WINDOW w AS (PARTITION BY l.webhook_id ORDER BY l.event_id)
-)
+-- $5 lease seconds. The rows are locked (SKIP LOCKED) inside ARRAY(...), an InitPlan, so the
+-- UPDATE is a TID scan of exactly those rows whatever the planner guesses about their number;
+-- OFFSET 0 keeps the per-row size look-up a nested loop over the events' primary key.
 UPDATE webhook_queue AS q
 SET locked_until = now() + make_interval(secs => $5::float8),
     attempts = q.attempts + 1
-FROM sized AS s
-WHERE q.webhook_id = s.webhook_id
-  AND q.event_id = s.event_id
-  AND (s.rn = 1 OR s.running <= s.max_bytes)
-RETURNING q.webhook_id, q.event_id, q.attempts, s.topic, s.created_at, s.payload;
+FROM webhook_events AS e
+WHERE q.ctid = ANY (ARRAY(
+    SELECT c.row_id
+    FROM (
+        SELECT h.row_id, b.max_bytes,
+               row_number() OVER w AS rn,
+               sum(sz.bytes) OVER w AS running
+        FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS b(webhook_id, max_rows, max_bytes)
+        JOIN webhooks AS wh ON wh.id = b.webhook_id
+        CROSS JOIN LATERAL (
+            SELECT q2.ctid AS row_id, q2.event_id
+            FROM webhook_queue AS q2
+            WHERE q2.webhook_id = b.webhook_id
+              AND q2.failed_at IS NULL
+              AND (q2.locked_until IS NULL OR q2.locked_until <= now())
+            ORDER BY q2.webhook_id, q2.event_id
+            LIMIT b.max_rows
+            FOR UPDATE SKIP LOCKED
+        ) AS h
+        CROSS JOIN LATERAL (
+            SELECT octet_length(ev.payload::text) + octet_length(ev.topic) + $4::int AS bytes
+            FROM webhook_events AS ev
+            WHERE ev.id = h.event_id
+            OFFSET 0
+        ) AS sz
+        -- Checked again here: the endpoint may have been paused or started backing off since.
+        WHERE wh.status = 'active' AND (wh.next_retry_after IS NULL OR wh.next_retry_after <= now())
+        WINDOW w AS (PARTITION BY b.webhook_id ORDER BY h.event_id)
+    ) AS c
+    WHERE c.rn = 1 OR c.running <= c.max_bytes
+))
+  AND e.id = q.event_id
+RETURNING q.webhook_id, q.event_id, q.attempts, e.topic, e.created_at, e.payload::text AS payload;
 
 -- name: complete
 -- Delivered: the queue rows go.
