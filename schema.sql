@@ -115,7 +115,7 @@ CREATE INDEX IF NOT EXISTS webhook_logs_delivered_idx ON webhook_logs (delivered
 
 -- Which schema this is; the daemon refuses to run against another (engine/store.py SCHEMA_VERSION).
 CREATE OR REPLACE FUNCTION webhook_engine_schema_version()
-RETURNS integer LANGUAGE sql IMMUTABLE AS $$ SELECT 3 $$;
+RETURNS integer LANGUAGE sql IMMUTABLE AS $$ SELECT 4 $$;
 
 -- Does `topic` match any of `patterns`? Exact, '*' (everything) or 'prefix.*' (starts with 'prefix.').
 CREATE OR REPLACE FUNCTION webhook_engine_topic_matches(patterns text[], topic text)
