@@ -159,20 +159,22 @@ class Store:
         failed_w, failed_e = _pairs(failed)
         final = [o for o in outcomes if o.sent and not o.success and o.final]
         final_w, final_e = _pairs(final)
-        logs = [o.log for o in outcomes if o.log is not None]
+        logs = _columns([o.log for o in outcomes if o.log is not None])
+        if all(o.success and not o.webhook.consecutive_failures for o in outcomes):
+            # Everything delivered to healthy endpoints: no endpoint state to touch, so one
+            # statement (its own transaction) is the whole flush.
+            await self._pool.execute(QUERIES["complete_and_log"], *logs, done_w, done_e)
+            return []
         endpoint_ids, resets, failures = _endpoint_tallies(outcomes)
 
         async with self._pool.acquire() as conn, conn.transaction():
-            if done_w:
-                await conn.execute(QUERIES["complete"], done_w, done_e)
+            await conn.execute(QUERIES["complete_and_log"], *logs, done_w, done_e)
             if failed_w:
                 await conn.execute(QUERIES["release_failed"], failed_w, failed_e, _errors(failed))
             if final_w:
                 await conn.execute(QUERIES["mark_failed"], final_w, final_e, _errors(final))
             if unsent_w:
                 await conn.execute(QUERIES["release_unsent"], unsent_w, unsent_e)
-            if logs:
-                await conn.execute(QUERIES["insert_logs"], *_columns(logs))
             if not endpoint_ids:
                 return []
             rows = await conn.fetch(QUERIES["endpoint_outcomes"], endpoint_ids, resets, failures)
@@ -333,7 +335,7 @@ def _endpoint_tallies(outcomes: Sequence[Outcome]) -> tuple[list[int], list[bool
 
 
 def _columns(logs: Sequence[LogRow]) -> list[list[Any]]:
-    """Log rows as one array per column, for insert_logs."""
+    """Log rows as one array per column, for complete_and_log."""
     return [
         [log.request_id for log in logs],
         [log.webhook_id for log in logs],

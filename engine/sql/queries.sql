@@ -82,12 +82,6 @@ WHERE q.ctid = ANY (ARRAY(
   AND e.id = q.event_id
 RETURNING q.webhook_id, q.event_id, q.attempts, e.topic, e.created_at, e.payload::text AS payload;
 
--- name: complete
--- Delivered: the queue rows go.
-DELETE FROM webhook_queue AS q
-USING unnest($1::bigint[], $2::bigint[]) AS d(webhook_id, event_id)
-WHERE q.webhook_id = d.webhook_id AND q.event_id = d.event_id;
-
 -- name: release_failed
 -- Attempted and failed: back in the queue, the endpoint's backoff decides when.
 UPDATE webhook_queue AS q
@@ -109,9 +103,16 @@ SET locked_until = NULL, attempts = greatest(q.attempts - 1, 0)
 FROM unnest($1::bigint[], $2::bigint[]) AS d(webhook_id, event_id)
 WHERE q.webhook_id = d.webhook_id AND q.event_id = d.event_id;
 
--- name: insert_logs
--- One row per request; ON CONFLICT makes a retried flush (commit acknowledged too late) harmless.
--- Columns arrive as arrays, event_ids as text ('{1,2}') since arrays of arrays must be rectangular.
+-- name: complete_and_log
+-- Delivered queue rows ($17 webhook ids, $18 event ids) go, and one log row per request goes in,
+-- in one statement: in the common all-delivered flush this is the only round trip.
+-- ON CONFLICT makes a retried flush (commit acknowledged too late) harmless. Log columns arrive
+-- as arrays, event_ids as text ('{1,2}') since arrays of arrays must be rectangular.
+WITH done AS (
+    DELETE FROM webhook_queue AS q
+    USING unnest($17::bigint[], $18::bigint[]) AS d(webhook_id, event_id)
+    WHERE q.webhook_id = d.webhook_id AND q.event_id = d.event_id
+)
 INSERT INTO webhook_logs (request_id, webhook_id, event_ids, attempt, delivered_at, duration_ms,
                           method, url, request_headers, request_body, status_code,
                           response_headers, response_body, success, error, note)
