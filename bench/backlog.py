@@ -35,7 +35,7 @@ import orjson
 # modules import as the `bench` package, here and in the receiver's spawned process.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import BenchError
+from bench import run_main
 from bench.backlog_phases import (
     BACKLOG_CHUNK,
     CLAIM_ITERATIONS,
@@ -65,7 +65,6 @@ from bench.phases import bounded
 from bench.receiver import ReceiverClient, receiver_process
 from bench.report import machine_facts, print_machine_busy, section
 from bench.tally import percentile
-from engine.aio import run_loop
 
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 # Never contacted while the endpoint is disabled; if it were, the refused connection would show
@@ -333,16 +332,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        passed = run_loop(main_async(args))
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("bench interrupted; subprocesses stopped and database dropped", file=sys.stderr)
-        return 130
-    return 0 if passed else 1
+    return run_main(main_async(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 # modules import as the `bench` package, here and in the receiver's spawned process.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import BenchError
+from bench import run_main
 from bench.daemon import write_config
 from bench.database import bench_database, non_loopback_hosts
 from bench.phases import bounded, phase_latency, phase_raw, phase_throughput
@@ -38,7 +38,6 @@ from bench.report import (
     print_throughput,
     section,
 )
-from engine.aio import run_loop
 
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -99,16 +98,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        passed = run_loop(main_async(args))
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("bench interrupted; subprocesses stopped and database dropped", file=sys.stderr)
-        return 130
-    return 0 if passed else 1
+    return run_main(main_async(parse_args(argv)))
 
 
 if __name__ == "__main__":
