@@ -38,8 +38,8 @@ async def dribble(request: web.Request, _body: bytes) -> web.StreamResponse:
 
 
 async def huge(request: web.Request, _body: bytes) -> web.StreamResponse:
-    """A 1 GB body, generated as it is sent (never held in memory)."""
-    response = web.StreamResponse(status=200)
+    """A 1 GB body, generated as it is sent (never held in memory); status from the path."""
+    response = web.StreamResponse(status=500 if request.path.endswith("error") else 200)
     response.content_length = ONE_GB
     await response.prepare(request)
     chunk = b"y" * (1024 * 1024)
@@ -75,9 +75,10 @@ async def test_rude_receivers_fail_cleanly_and_do_not_slow_healthy_ones(
     receiver.on("/hang", receiver.hang)
     receiver.on("/dribble", dribble)
     receiver.on("/huge", huge)
+    receiver.on("/huge-error", huge)
     receiver.on("/reset", reset)
     hooks = {}
-    for path in ("/hang", "/dribble", "/huge", "/reset", "/ok"):
+    for path in ("/hang", "/dribble", "/huge", "/huge-error", "/reset", "/ok"):
         hooks[path] = await add_webhook(db, receiver.url(path), ["*"], retry=False)
     await db.execute(
         "INSERT INTO webhook_events (topic, payload) "
@@ -120,9 +121,14 @@ async def test_rude_receivers_fail_cleanly_and_do_not_slow_healthy_ones(
     assert "timeout" in hang["error"] and 7900 <= hang["duration_ms"] < 12000
     slow = first_log("/dribble")
     assert "timeout" in slow["error"] and slow["duration_ms"] < 12000
+    # A 2xx with a 1 GB body is a delivery; the same body with a 500 is a failure. Either way
+    # only the logged first 100,000 characters are read.
     big = first_log("/huge")
     assert big["success"] and big["status_code"] == 200
     assert big["response_body"] is not None and len(big["response_body"]) == 100_000
+    big_error = first_log("/huge-error")
+    assert not big_error["success"] and big_error["error"] == "HTTP 500"
+    assert len(big_error["response_body"]) == 100_000
     broken = first_log("/reset")
     assert not broken["success"] and broken["status_code"] is None
     assert "closed" in broken["error"] or "reset" in broken["error"].lower()
