@@ -189,9 +189,9 @@ class Scheduler:
         if outcome.success:
             self._failing_since.pop(webhook_id, None)
             return outcome
-        since = self._failing_since.get(webhook_id)
         if outcome.gone or outcome.retry_after_s is not None:
             return outcome  # the endpoint said something specific: always acted on
+        since = self._failing_since.get(webhook_id)
         if since is None:
             self._failing_since[webhook_id] = time.monotonic()
             return outcome
@@ -225,7 +225,7 @@ class Scheduler:
             )
         finally:
             if outcome is None:
-                # Not attempted, interrupted or crashed: release the lease so nothing waits for
+                # Not attempted (stopping) or interrupted: release the lease so nothing waits for
                 # it to expire. An interrupted request may have arrived: at-least-once.
                 outcome = Outcome(
                     webhook=webhook, event_ids=batch.event_ids, success=False, sent=False
