@@ -64,6 +64,8 @@ class RecorderConfig:
     flush_interval_ms: float = 5.0
     flush_max_items: int = 1000
     log_body_limit_chars: int = 100_000
+    # Every this many seconds, one `delivery.summary` log line (0: never).
+    summary_interval_s: float = 60.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,6 +160,9 @@ class Config:
         for name, value in positive.items():
             if not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{name} must be greater than 0, got {value}")
+        summary = self.recorder.summary_interval_s
+        if not math.isfinite(summary) or summary < 0:
+            raise ConfigError("recorder.summary_interval_s must be 0 (never) or more")
         m = self.maintenance
         if not math.isfinite(m.queue_vacuum_check_s) or m.queue_vacuum_check_s < 0:
             raise ConfigError("maintenance.queue_vacuum_check_s must be 0 (off) or more")

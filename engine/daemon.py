@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+from collections.abc import Sequence
 from typing import Protocol
 
 import asyncpg
@@ -15,12 +16,14 @@ from engine.aio import wait_first
 from engine.backoff import Reconnect
 from engine.config import Config
 from engine.listener import Listener
+from engine.models import Outcome
 from engine.policy import RetryPolicy
 from engine.pruner import Pruner
 from engine.recorder import Recorder
 from engine.scheduler import Scheduler
 from engine.sender import Sender
-from engine.store import SCHEMA_VERSION, Store
+from engine.stats import StatsLogger
+from engine.store import SCHEMA_VERSION, EndpointState, Store
 from engine.vacuum import QueueVacuum
 from engine.worker import Worker
 
@@ -93,23 +96,39 @@ async def run(
                 previous_secret_ttl_s=d.previous_secret_ttl_s,
             )
             scheduler: Scheduler
+            stats: StatsLogger
             recorder = Recorder(
                 store,
                 policy=policy,
                 flush_interval_s=config.recorder.flush_interval_ms / 1000,
                 flush_max_items=config.recorder.flush_max_items,
-                on_flush=lambda outcomes, states: scheduler.on_flush(outcomes, states),
+                on_flush=lambda outcomes, states: _flushed(scheduler, stats, outcomes, states),
             )
             scheduler = Scheduler(store, worker, recorder, d)
+            stats = StatsLogger(
+                config.recorder.summary_interval_s, in_flight=lambda: scheduler.in_flight
+            )
             loops: dict[str, BackgroundLoop] = {
                 "listener": Listener(config.database.dsn, scheduler.wake),
                 "pruner": Pruner(store, config.retention),
                 "vacuum": QueueVacuum(store, config.maintenance),
+                "stats": stats,
             }
             return await _supervise(config, stop, scheduler, recorder, loops, burst)
     finally:
         await store.close()
         log.info("daemon.stopped")
+
+
+def _flushed(
+    scheduler: Scheduler,
+    stats: StatsLogger,
+    outcomes: Sequence[Outcome],
+    states: Sequence[EndpointState],
+) -> None:
+    """Outcomes are committed: the scheduler may claim again, the summary counts them."""
+    scheduler.on_flush(outcomes, states)
+    stats.stats.count(outcomes)
 
 
 async def _supervise(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import asyncpg
+import structlog
 from aiohttp import web
 
 from tests.conftest import wait_until
@@ -82,3 +83,31 @@ async def test_bodies_truncated_and_credentials_masked(
     assert "topsecret" not in row["request_headers"]
     # What was sent was the real credential, of course.
     assert receiver.requests[0].headers["Authorization"].startswith("Basic dXNlcjp0b3Bz")
+
+
+async def test_periodic_summary_line_for_operators(
+    db: asyncpg.Connection, receiver: Receiver, engine: EngineFactory
+) -> None:
+    async def down(_request: web.Request, _body: bytes) -> web.StreamResponse:
+        return web.Response(status=500)
+
+    receiver.on("/down", down)
+    await add_webhook(db, receiver.url("/ok"), ["*"])
+    await add_webhook(db, receiver.url("/down"), ["*"], retry=False)
+    await db.execute(
+        "INSERT INTO webhook_events (topic, payload) "
+        "SELECT 'order.created', '{}' FROM generate_series(1, 5)"
+    )
+    with structlog.testing.capture_logs() as logs:
+        engine(recorder={"summary_interval_s": 0.2})
+
+        async def summarised() -> bool:
+            total = sum(e["delivered_events"] for e in logs if e["event"] == "delivery.summary")
+            return bool(total == 5)
+
+        await wait_until(summarised, what="summary lines covering the 5 deliveries")
+    summaries = [e for e in logs if e["event"] == "delivery.summary"]
+    assert sum(e["failed_requests"] for e in summaries) == 5
+    assert sum(e["gave_up_events"] for e in summaries) == 5
+    assert sum(e["requests"] for e in summaries) == 10
+    assert all(e["log_level"] == "info" for e in summaries)
