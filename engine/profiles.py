@@ -73,6 +73,8 @@ def build_request(
 def valid_secrets(webhook: Webhook, ctx: RequestContext) -> list[str]:
     """The current secret, then replaced ones still inside their rotation window."""
     assert webhook.secret is not None
+    if not webhook.previous_secrets:
+        return [webhook.secret]
     cutoff = ctx.now - timedelta(seconds=ctx.secret_ttl_s)
     return [webhook.secret] + [s for s, rotated in webhook.previous_secrets if rotated > cutoff]
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from engine.aio import wait_first
+from engine.aio import wait_event
 from engine.backoff import Reconnect
 from engine.models import Outcome
 from engine.policy import RetryPolicy
@@ -63,7 +63,7 @@ class Recorder:
                 await self._has_items.wait()
             # Give the buffer a few milliseconds to fill, so one commit carries many outcomes.
             if not self._closing:
-                await wait_first(self._full.wait(), within_s=self._interval_s)
+                await wait_event(self._full, self._interval_s)
             self._has_items.clear()
             self._full.clear()
             if self._buffer:

@@ -11,7 +11,7 @@ from dataclasses import replace
 import structlog
 
 from engine import batching, profiles
-from engine.aio import wait_first
+from engine.aio import wait_event
 from engine.backoff import Reconnect
 from engine.config import DeliveryConfig
 from engine.models import Batch, Outcome, Webhook
@@ -50,6 +50,19 @@ class Scheduler:
 
     async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
         """Deliver until `stop` is set (or, with burst, until nothing is left to do)."""
+        # One task for the whole run turns `stop` into a wake-up, so each idle wait is a plain
+        # timed wait on one event (no tasks created per pass).
+        stop_watch = asyncio.create_task(self._wake_on(stop), name="scheduler-stop-watch")
+        try:
+            await self._loop(stop, burst)
+        finally:
+            stop_watch.cancel()
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wake.set()
+
+    async def _loop(self, stop: asyncio.Event, burst: bool) -> None:
         reconnect = Reconnect()
         while not stop.is_set():
             self._wake.clear()
@@ -67,7 +80,7 @@ class Scheduler:
             if timeout is None:
                 break  # burst: nothing left
             if timeout > 0:
-                await wait_first(stop.wait(), self._wake.wait(), within_s=timeout)
+                await wait_event(self._wake, timeout)
 
     async def _pass(self, burst: bool) -> float | None:
         """One scheduling pass; returns how long to wait for a wake-up before the next one

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 from collections.abc import Sequence
 from functools import lru_cache
@@ -26,8 +25,7 @@ def secret_key(secret: str) -> bytes:
 def standard_signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     """`v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">` over the exact bytes sent."""
     signed = b"%b.%d.%b" % (msg_id.encode(), timestamp, body)
-    digest = hmac.new(key, signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+    return "v1," + base64.b64encode(hmac.digest(key, signed, "sha256")).decode()
 
 
 def standard_headers(
@@ -46,7 +44,7 @@ def standard_headers(
 
 def body_signature(secret: str, body: bytes) -> str:
     """Base64 HMAC-SHA256 of the body, keyed with the secret as it is (WooCommerce)."""
-    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+    return base64.b64encode(hmac.digest(secret.encode(), body, "sha256")).decode()
 
 
 def basic_authorization(username: str, password: str) -> str:
