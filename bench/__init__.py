@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import Coroutine
 from typing import Any
@@ -13,11 +14,18 @@ class BenchError(RuntimeError):
 
 
 def run_main(main: Coroutine[Any, Any, bool]) -> int:
-    """Run a bench's async main on the daemon's event loop; its exit code (0: checks passed)."""
+    """Run a bench's async main on the daemon's event loop, SIGTERM cancelling it (its cleanup
+    still runs); returns the exit code (0: checks passed)."""
     from engine.aio import run_loop
 
+    async def cancellable() -> bool:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await main
+
     try:
-        passed = run_loop(main)
+        passed = run_loop(cancellable())
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1

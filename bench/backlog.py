@@ -19,10 +19,8 @@ as the daemon:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
-import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -302,13 +300,6 @@ def print_closing(
 # --- command line ------------------------------------------------------------------------------
 
 
-async def main_async(args: argparse.Namespace) -> bool:
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    return await run_bench(args)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--backlog", type=int, default=1_000_000, help="events held for `held`")
@@ -332,7 +323,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_main(main_async(parse_args(argv)))
+    return run_main(run_bench(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -11,10 +11,8 @@ own process; the daemon is the real CLI as a subprocess. Only loopback addresses
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
-import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -65,13 +63,6 @@ async def run_bench(args: argparse.Namespace) -> bool:
         return not failed
 
 
-async def main_async(args: argparse.Namespace) -> bool:
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    return await run_bench(args)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--events", type=int, default=20_000, help="events in the throughput phase")
@@ -98,7 +89,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_main(main_async(parse_args(argv)))
+    return run_main(run_bench(parse_args(argv)))
 
 
 if __name__ == "__main__":
