@@ -37,6 +37,16 @@ async def add_event(db: asyncpg.Connection, topic: str, payload: Any, **cols: An
     return event_id
 
 
+async def add_events(db: asyncpg.Connection, count: int, topic: str = "order.created") -> None:
+    """`count` events in one statement, payloads {"n": 1} .. {"n": count}."""
+    await db.execute(
+        "INSERT INTO webhook_events (topic, payload) "
+        "SELECT $1, jsonb_build_object('n', g) FROM generate_series(1, $2::int) g",
+        topic,
+        count,
+    )
+
+
 async def one(db: asyncpg.Connection, sql: str, *args: Any) -> asyncpg.Record:
     row = await db.fetchrow(sql, *args)
     assert row is not None, f"no row for {sql}"
@@ -186,10 +196,7 @@ async def test_batches_respect_maximum_events_and_order(
     db: asyncpg.Connection, receiver: Receiver, engine: EngineFactory
 ) -> None:
     await add_webhook(db, receiver.url("/batch"), ["*"], maximum_events=3)
-    await db.execute(
-        "INSERT INTO webhook_events (topic, payload) "
-        "SELECT 'order.created', jsonb_build_object('n', g) FROM generate_series(1, 10) g"
-    )
+    await add_events(db, 10)
     engine(delivery={"per_endpoint_concurrency": 1})
     await wait_until(lambda: queue_empty(db), what="queue drained")
     batches = [json.loads(r.body) for r in receiver.requests]

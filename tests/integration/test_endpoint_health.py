@@ -15,6 +15,7 @@ from tests.conftest import wait_until
 from tests.integration.test_delivery import (
     EngineFactory,
     add_event,
+    add_events,
     add_webhook,
     one,
     queue_empty,
@@ -133,10 +134,7 @@ async def test_failing_endpoint_does_not_block_a_healthy_one(
     await add_webhook(db, receiver.url("/hang"), ["*"])
     await add_webhook(db, receiver.url("/down"), ["*"])
     healthy = await add_webhook(db, receiver.url("/ok"), ["*"])
-    await db.execute(
-        "INSERT INTO webhook_events (topic, payload) "
-        "SELECT 'order.created', jsonb_build_object('n', g) FROM generate_series(1, 200) g"
-    )
+    await add_events(db, 200)
     engine(delivery={"concurrency": 8, "per_endpoint_concurrency": 4, "total_timeout_s": 3.0})
 
     async def healthy_done() -> bool:

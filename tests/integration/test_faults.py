@@ -15,7 +15,13 @@ from aiohttp import web
 
 from tests.conftest import wait_until
 from tests.daemon_process import DaemonProcess, write_config
-from tests.integration.test_delivery import EngineFactory, add_event, add_webhook, queue_empty
+from tests.integration.test_delivery import (
+    EngineFactory,
+    add_event,
+    add_events,
+    add_webhook,
+    queue_empty,
+)
 from tests.integration.test_processes import daemons  # noqa: F401  (fixture)
 from tests.receiver import Receiver
 
@@ -80,10 +86,7 @@ async def test_rude_receivers_fail_cleanly_and_do_not_slow_healthy_ones(
     hooks = {}
     for path in ("/hang", "/dribble", "/huge", "/huge-error", "/reset", "/ok"):
         hooks[path] = await add_webhook(db, receiver.url(path), ["*"], retry=False)
-    await db.execute(
-        "INSERT INTO webhook_events (topic, payload) "
-        "SELECT 'order.created', jsonb_build_object('n', g) FROM generate_series(1, 300) g"
-    )
+    await add_events(db, 300)
     config = write_config(
         tmp_path / "c.toml",
         dsn,
@@ -139,10 +142,7 @@ async def test_survives_postgres_connections_being_killed(
     db: asyncpg.Connection, receiver: Receiver, engine: EngineFactory
 ) -> None:
     await add_webhook(db, receiver.url("/hook"), ["*"])
-    await db.execute(
-        "INSERT INTO webhook_events (topic, payload) "
-        "SELECT 'order.created', jsonb_build_object('n', g) FROM generate_series(1, 3000) g"
-    )
+    await add_events(db, 3000)
     with structlog.testing.capture_logs() as logs:
         engine(delivery={"poll_interval_s": 60.0, "per_endpoint_concurrency": 8})
         await receiver.wait_for(lambda: len(receiver.requests) >= 500, what="500 delivered")
@@ -179,10 +179,7 @@ async def test_kill_9_under_load_loses_nothing(
     tmp_path: Path,
 ) -> None:
     await add_webhook(db, receiver.url("/hook"), ["*"])
-    await db.execute(
-        "INSERT INTO webhook_events (topic, payload) "
-        "SELECT 'order.created', jsonb_build_object('n', g) FROM generate_series(1, 10000) g"
-    )
+    await add_events(db, 10000)
     config = write_config(
         tmp_path / "c.toml",
         dsn,
@@ -214,10 +211,7 @@ async def test_sigterm_under_heavy_load_then_restart(
 ) -> None:
     await add_webhook(db, receiver.url("/a"), ["*"])
     await add_webhook(db, receiver.url("/b"), ["*"], maximum_events=10)
-    await db.execute(
-        "INSERT INTO webhook_events (topic, payload) "
-        "SELECT 'order.created', jsonb_build_object('n', g) FROM generate_series(1, 5000) g"
-    )
+    await add_events(db, 5000)
     config = write_config(tmp_path / "c.toml", dsn, delivery={"per_endpoint_concurrency": 32})
     first = await DaemonProcess.start("run", "--config", str(config))
     daemons.append(first)

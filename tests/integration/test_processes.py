@@ -17,7 +17,7 @@ from aiohttp import web
 from tests import pg
 from tests.conftest import wait_until
 from tests.daemon_process import DaemonProcess, write_config
-from tests.integration.test_delivery import add_webhook, queue_empty
+from tests.integration.test_delivery import add_events, add_webhook, queue_empty
 from tests.receiver import Receiver
 
 
@@ -138,10 +138,7 @@ async def test_sigterm_finishes_in_flight_and_releases_the_rest(
 
     receiver.on("/slow", held)
     webhook_id = await add_webhook(db, receiver.url("/slow"), ["*"])
-    await db.execute(
-        "INSERT INTO webhook_events (topic, payload) "
-        "SELECT 'order.created', jsonb_build_object('n', g) FROM generate_series(1, 20) g"
-    )
+    await add_events(db, 20)
     config = write_config(tmp_path / "c.toml", dsn, delivery={"per_endpoint_concurrency": 4})
     daemon = await DaemonProcess.start("run", "--config", str(config))
     daemons.append(daemon)
@@ -174,10 +171,7 @@ async def test_killed_daemon_work_is_redelivered_after_its_lease(
 ) -> None:
     receiver.on("/hook", receiver.hang)
     webhook_id = await add_webhook(db, receiver.url("/hook"), ["*"])
-    await db.execute(
-        "INSERT INTO webhook_events (topic, payload) "
-        "SELECT 'order.created', jsonb_build_object('n', g) FROM generate_series(1, 10) g"
-    )
+    await add_events(db, 10)
     config = write_config(
         tmp_path / "c.toml",
         dsn,
