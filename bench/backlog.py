@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -53,18 +52,17 @@ from bench.database import (
     add_targeted_webhook,
     bench_database,
     connect,
-    non_loopback_hosts,
     queue_state,
+    resolve_admin_dsn,
     server_settings,
     sizes,
     webhook_id_stats,
 )
 from bench.phases import bounded
 from bench.receiver import ReceiverClient, receiver_process
-from bench.report import machine_facts, print_machine_busy, section
+from bench.report import machine_facts, print_machine_busy, print_run, section
 from bench.tally import percentile
 
-DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 # Never contacted while the endpoint is disabled; if it were, the refused connection would show
 # as attempts on the held rows, which the closing check looks for. Port 9 is "discard".
 HELD_URL = "http://127.0.0.1:9/held"
@@ -146,13 +144,7 @@ async def print_header(
     held: int,
     autovacuum: str,
 ) -> None:
-    facts = await machine_facts(dsn)
-    print("webhook-engine backlog bench")
-    print(f"command            {' '.join([sys.executable, *sys.argv])}")
-    settings = {k: v for k, v in vars(args).items() if k != "dsn"}
-    print(f"settings           {' '.join(f'{k}={v}' for k, v in settings.items())}")
-    for name, value in facts.items():
-        print(f"{name:<18} {value}")
+    print_run("webhook-engine backlog bench", await machine_facts(dsn), args)
     print(f"autovacuum         {autovacuum} (server setting)")
     print(f"database           {dsn.rsplit('/', 1)[-1]} (fresh, dropped at the end)")
     print(f"receiver           {rx.hook_url} (separate process)")
@@ -312,13 +304,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--phase-timeout", type=float, default=600.0, help="seconds per phase")
     p.add_argument("--dsn", help="admin DSN (default: $WEBHOOK_ENGINE_TEST_DSN, else local)")
     args = p.parse_args(argv)
-    args.dsn = args.dsn or os.environ.get("WEBHOOK_ENGINE_TEST_DSN") or DEFAULT_ADMIN_DSN
+    resolve_admin_dsn(p, args)
     if min(args.backlog, args.events, args.concurrency, args.per_endpoint) < 1:
         p.error("counts and concurrencies must be at least 1")
-    if args.phase_timeout <= 0:
-        p.error("--phase-timeout must be positive")
-    if remote := non_loopback_hosts(args.dsn):
-        p.error(f"only loopback Postgres is allowed, the DSN names {', '.join(remote)}")
     return args
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ipaddress
@@ -293,3 +294,16 @@ async def server_settings(dsn: str) -> ServerSettings:
             synchronous_commit=await conn.fetchval("SHOW synchronous_commit"),
             autovacuum=await conn.fetchval("SHOW autovacuum"),
         )
+
+
+DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def resolve_admin_dsn(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--dsn, else $WEBHOOK_ENGINE_TEST_DSN, else the local server; refuse non-loopback hosts
+    and a non-positive --phase-timeout (both benches take these flags)."""
+    args.dsn = args.dsn or os.environ.get("WEBHOOK_ENGINE_TEST_DSN") or DEFAULT_ADMIN_DSN
+    if args.phase_timeout <= 0:
+        parser.error("--phase-timeout must be positive")
+    if remote := non_loopback_hosts(args.dsn):
+        parser.error(f"only loopback Postgres is allowed, the DSN names {', '.join(remote)}")

@@ -29,16 +29,21 @@ async def machine_facts(dsn: str) -> dict[str, str]:
     }
 
 
-def print_header(
-    facts: dict[str, str], args: argparse.Namespace, dsn: str, receiver_url: str
-) -> None:
-    where = urlsplit(dsn)
-    print("webhook-engine delivery bench")
+def print_run(title: str, facts: dict[str, str], args: argparse.Namespace) -> None:
+    """The lines every bench starts with: what ran, with which settings, on what machine."""
+    print(title)
     print(f"command            {shlex.join([sys.executable, *sys.argv])}")
     settings = {k: v for k, v in vars(args).items() if k != "dsn"}
     print(f"settings           {' '.join(f'{k}={v}' for k, v in settings.items())}")
     for name, value in facts.items():
         print(f"{name:<18} {value}")
+
+
+def print_header(
+    facts: dict[str, str], args: argparse.Namespace, dsn: str, receiver_url: str
+) -> None:
+    where = urlsplit(dsn)
+    print_run("webhook-engine delivery bench", facts, args)
     print(f"database           {where.path.lstrip('/')} on {where.hostname or 'local socket'}")
     print(f"receiver           {receiver_url}/hook (separate process)", flush=True)
 
