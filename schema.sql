@@ -113,7 +113,7 @@ CREATE TABLE IF NOT EXISTS webhook_logs (
 CREATE INDEX IF NOT EXISTS webhook_logs_webhook_idx ON webhook_logs (webhook_id, delivered_at);
 CREATE INDEX IF NOT EXISTS webhook_logs_delivered_idx ON webhook_logs (delivered_at);
 
--- Which schema this is; the daemon refuses to run against another (engine/store.py SCHEMA_VERSION).
+-- Which schema this is; the daemon refuses to run against another (engine/db/store.py SCHEMA_VERSION).
 CREATE OR REPLACE FUNCTION webhook_engine_schema_version()
 RETURNS integer LANGUAGE sql IMMUTABLE AS $$ SELECT 4 $$;
 

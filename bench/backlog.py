@@ -9,7 +9,7 @@ as the daemon:
 
 1. two webhooks with topics '{}' (targeted events only): `healthy` posts to the receiver,
    `held` is disabled, so its events wait in the queue;
-2. no backlog: ready_webhooks + claim timed through engine.store, then `run --burst` delivers
+2. no backlog: ready_webhooks + claim timed through engine.db.store, then `run --burst` delivers
    --events events for `healthy`;
 3. --backlog events for `held`, then VACUUM ANALYZE of the queue and the events;
 4. with backlog: step 2 again, each phase printing EXPLAIN (ANALYZE, BUFFERS) of both queries;
@@ -114,7 +114,7 @@ async def measure(
 ) -> Phase:
     t = args.phase_timeout
     section(
-        f"{label}: claim timing, engine.store, {CLAIM_QUEUED:,} queued, "
+        f"{label}: claim timing, engine.db.store, {CLAIM_QUEUED:,} queued, "
         f"{CLAIM_ITERATIONS} x (ready_webhooks + claim 1 row)"
     )
     async with connect(dsn) as conn:

@@ -1,4 +1,4 @@
-"""The backlog bench's phases: claim timing through engine.store, a burst delivery of events
+"""The backlog bench's phases: claim timing through engine.db.store, a burst delivery of events
 targeted at one webhook, and the backlog fill; each returns what it measured."""
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from bench.database import (
 from bench.procfs import CpuMeter, CpuUse
 from bench.receiver import ReceiverClient
 from bench.tally import Tally, percentile, tally
-from engine.batching import envelope_overhead_estimate
-from engine.store import QUERIES, ClaimBudget, Store
+from engine.db.store import QUERIES, ClaimBudget, Store
+from engine.delivery.batching import envelope_overhead_estimate
 
 CLAIM_QUEUED = 2_000  # events queued for the healthy endpoint while claims are timed
 CLAIM_ITERATIONS = 500

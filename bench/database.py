@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
 
-from engine.store import init_schema
+from engine.db.store import init_schema
 
 INSERT_CHUNK = 5_000
 

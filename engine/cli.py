@@ -17,7 +17,7 @@ import structlog
 from engine import daemon, logs
 from engine.aio import run_loop
 from engine.config import Config, ConfigError
-from engine.store import Store, init_schema
+from engine.db.store import Store, init_schema
 
 
 def main(argv: Sequence[str] | None = None) -> int:

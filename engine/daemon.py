@@ -13,19 +13,19 @@ import asyncpg
 import structlog
 
 from engine.aio import wait_first
-from engine.backoff import Reconnect
 from engine.config import Config
-from engine.listener import Listener
+from engine.db.store import SCHEMA_VERSION, EndpointState, Store
+from engine.delivery.backoff import Reconnect
+from engine.delivery.listener import Listener
+from engine.delivery.policy import RetryPolicy
+from engine.delivery.recorder import Recorder
+from engine.delivery.scheduler import Scheduler
+from engine.delivery.sender import Sender
+from engine.delivery.worker import Worker
 from engine.models import Outcome
-from engine.policy import RetryPolicy
-from engine.pruner import Pruner
-from engine.recorder import Recorder
-from engine.scheduler import Scheduler
-from engine.sender import Sender
-from engine.stats import StatsLogger
-from engine.store import SCHEMA_VERSION, EndpointState, Store
-from engine.vacuum import QueueVacuum
-from engine.worker import Worker
+from engine.ops.pruner import Pruner
+from engine.ops.stats import StatsLogger
+from engine.ops.vacuum import QueueVacuum
 
 log = structlog.get_logger("engine.daemon")
 

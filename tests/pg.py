@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from engine.store import init_schema
+from engine.db.store import init_schema
 
 LOCAL_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 

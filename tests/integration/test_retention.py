@@ -7,7 +7,7 @@ import asyncpg
 import structlog
 
 from engine.config import RetentionConfig
-from engine.pruner import Pruner
+from engine.ops.pruner import Pruner
 from tests.conftest import wait_until
 from tests.integration.test_delivery import EngineFactory, add_event, add_webhook
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tenacity
 
-from engine.backoff import Reconnect, delay_for
+from engine.delivery.backoff import Reconnect, delay_for
 
 
 def test_reconnect_delays_grow_are_capped_and_reset() -> None:

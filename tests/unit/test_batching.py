@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from engine.batching import encode_event, split
+from engine.delivery.batching import encode_event, split
 from engine.models import Batch, Event
 
 CREATED = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)

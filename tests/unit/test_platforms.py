@@ -15,10 +15,10 @@ import pytest
 from standardwebhooks.webhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from engine import platforms
-from engine.batching import split
+from engine.delivery.batching import split
 from engine.models import Batch, Event, Webhook
-from engine.profiles import body_format, build_request, is_success
+from engine.wire import platforms
+from engine.wire.profiles import body_format, build_request, is_success
 
 NOW = 1_795_000_000
 CREATED = datetime(2026, 11, 24, 12, 0, 0, 123456, tzinfo=UTC)

@@ -8,8 +8,8 @@ from email.utils import format_datetime
 import pytest
 
 from engine.config import RetryConfig
+from engine.delivery.policy import EndpointFailure, RetryPolicy, parse_retry_after
 from engine.models import Webhook
-from engine.policy import EndpointFailure, RetryPolicy, parse_retry_after
 
 STANDARD = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 

@@ -12,9 +12,9 @@ import pytest
 from standardwebhooks.webhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from engine.batching import split
+from engine.delivery.batching import split
 from engine.models import Batch, Event, Webhook
-from engine.profiles import build_request, message_id
+from engine.wire.profiles import build_request, message_id
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 24).decode()
 USER_AGENT = "webhook-engine/test"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine.redact import MASK, headers_json, mask_value, truncate_bytes
+from engine.wire.redact import MASK, headers_json, mask_value, truncate_bytes
 
 
 @pytest.mark.parametrize(

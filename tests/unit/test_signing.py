@@ -8,7 +8,7 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from engine.signing import basic_authorization, secret_key, standard_headers
+from engine.wire.signing import basic_authorization, secret_key, standard_headers
 
 KEY = bytes(range(32))
 SECRET = "whsec_" + base64.b64encode(KEY).decode()

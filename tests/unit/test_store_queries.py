@@ -1,12 +1,12 @@
-"""engine.store's SQL text: named queries and the schema (no database needed)."""
+"""engine.db.store's SQL text: named queries and the schema (no database needed)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-import engine.store
-from engine.store import QUERIES, load_queries, schema_sql
+import engine.db.store
+from engine.db.store import QUERIES, load_queries, schema_sql
 
 SAMPLE = (
     "-- A header comment, not a query.\n\n-- name: first\nSELECT 1;\n\n-- name: second   \n"
@@ -38,10 +38,10 @@ def test_load_queries_needs_the_marker_at_line_start() -> None:
 
 
 def test_every_query_used_by_the_store_exists() -> None:
-    source = Path(engine.store.__file__).read_text(encoding="utf-8")
+    source = Path(engine.db.store.__file__).read_text(encoding="utf-8")
     used = set(re.findall(r"QUERIES\[\"(\w+)\"\]", source))
 
-    assert used, "expected engine/store.py to use named queries"
+    assert used, "expected engine/db/store.py to use named queries"
     assert used <= set(QUERIES), used - set(QUERIES)
 
 
@@ -60,14 +60,14 @@ def test_schema_sql_creates_the_tables() -> None:
 
 
 def test_schema_version_matches_schema_sql() -> None:
-    from engine.store import SCHEMA_VERSION
+    from engine.db.store import SCHEMA_VERSION
 
     assert f"$$ SELECT {SCHEMA_VERSION} $$" in schema_sql()
 
 
 def test_schema_problems_say_what_to_do() -> None:
     from engine.daemon import schema_problem
-    from engine.store import SCHEMA_VERSION
+    from engine.db.store import SCHEMA_VERSION
 
     assert schema_problem(SCHEMA_VERSION) is None
     assert "init-db" in (schema_problem(None) or "")

@@ -15,9 +15,9 @@ import asyncpg
 import orjson
 from asyncpg.pool import PoolConnectionProxy
 
-from engine.batching import envelope_overhead_estimate
+from engine.delivery.batching import envelope_overhead_estimate
+from engine.delivery.policy import EndpointFailure, RetryPolicy
 from engine.models import Event, LogRow, Outcome, Webhook
-from engine.policy import EndpointFailure, RetryPolicy
 
 NOTIFY_CHANNEL = "webhook_engine"
 # What a lost or restarted server can raise; callers log these and try again. InternalClientError
@@ -45,15 +45,15 @@ def load_queries(text: str) -> dict[str, str]:
     return queries
 
 
-QUERIES = load_queries(resources.files("engine").joinpath("sql/queries.sql").read_text("utf-8"))
+QUERIES = load_queries(resources.files("engine.db").joinpath("sql/queries.sql").read_text("utf-8"))
 
 
 def schema_sql() -> str:
     """schema.sql: packaged in wheels, read from the source tree in editable installs."""
-    packaged = resources.files("engine").joinpath("sql/schema.sql")
+    packaged = resources.files("engine.db").joinpath("sql/schema.sql")
     if packaged.is_file():
         return packaged.read_text("utf-8")
-    return (Path(__file__).resolve().parent.parent / "schema.sql").read_text("utf-8")
+    return (Path(__file__).resolve().parents[2] / "schema.sql").read_text("utf-8")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -11,8 +11,8 @@ from email.utils import parsedate_to_datetime
 
 import tenacity
 
-from engine.backoff import delay_for
 from engine.config import RetryConfig
+from engine.delivery.backoff import delay_for
 from engine.models import Webhook
 
 

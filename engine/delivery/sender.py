@@ -10,7 +10,7 @@ from types import TracebackType
 import aiohttp
 
 from engine.models import OutgoingRequest, Response
-from engine.redact import truncate_bytes
+from engine.wire.redact import truncate_bytes
 
 
 class Sender:

@@ -9,7 +9,7 @@ import structlog
 
 from engine.aio import wait_first
 from engine.config import RetentionConfig
-from engine.store import DB_ERRORS, Store
+from engine.db.store import DB_ERRORS, Store
 
 log = structlog.get_logger("engine.pruner")
 

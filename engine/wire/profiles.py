@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from engine import platforms, signing
-from engine.batching import BodyFormat
+from engine.delivery.batching import BodyFormat
 from engine.models import Batch, OutgoingRequest, Webhook
+from engine.wire import platforms, signing
 
 PROFILES = ("standard", "woocommerce", "ultracart", "readycloud", "norce")
 

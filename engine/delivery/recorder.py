@@ -12,10 +12,10 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from engine.aio import wait_event
-from engine.backoff import Reconnect
+from engine.db.store import DB_ERRORS, EndpointState, Store
+from engine.delivery.backoff import Reconnect
+from engine.delivery.policy import RetryPolicy
 from engine.models import Outcome
-from engine.policy import RetryPolicy
-from engine.store import DB_ERRORS, EndpointState, Store
 
 log = structlog.get_logger("engine.recorder")
 

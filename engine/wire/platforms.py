@@ -13,9 +13,9 @@ from urllib.parse import quote
 
 import orjson
 
-from engine import signing
-from engine.batching import BodyFormat, encode_payload, encode_ultracart
+from engine.delivery.batching import BodyFormat, encode_payload, encode_ultracart
 from engine.models import Batch, Event, Webhook
+from engine.wire import signing
 
 WOOCOMMERCE_USER_AGENT = "WooCommerce/9.4.0 Hookshot (WordPress/6.7)"
 NORCE_DEFAULT_BODY = '{"entity": "{{entity}}", "action": "{{action}}", "id": "{{id}}"}'

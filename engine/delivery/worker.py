@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 import structlog
 
-from engine import profiles
+from engine.delivery.policy import RetryPolicy, parse_retry_after
+from engine.delivery.sender import Sender
 from engine.models import Batch, LogRow, Outcome, OutgoingRequest, Response, Webhook
-from engine.policy import RetryPolicy, parse_retry_after
-from engine.redact import headers_json, truncate_bytes
-from engine.sender import Sender
+from engine.wire import profiles
+from engine.wire.redact import headers_json, truncate_bytes
 
 log = structlog.get_logger("engine.worker")
 

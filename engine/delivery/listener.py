@@ -9,8 +9,8 @@ import asyncpg
 import structlog
 
 from engine.aio import wait_first
-from engine.backoff import Reconnect
-from engine.store import DB_ERRORS, NOTIFY_CHANNEL
+from engine.db.store import DB_ERRORS, NOTIFY_CHANNEL
+from engine.delivery.backoff import Reconnect
 
 log = structlog.get_logger("engine.listener")
 

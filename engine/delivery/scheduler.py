@@ -10,14 +10,15 @@ from dataclasses import replace
 
 import structlog
 
-from engine import batching, profiles
 from engine.aio import wait_event
-from engine.backoff import Reconnect
 from engine.config import DeliveryConfig
+from engine.db.store import DB_ERRORS, ClaimBudget, EndpointState, Store
+from engine.delivery import batching
+from engine.delivery.backoff import Reconnect
+from engine.delivery.recorder import Recorder
+from engine.delivery.worker import Worker
 from engine.models import Batch, Outcome, Webhook
-from engine.recorder import Recorder
-from engine.store import DB_ERRORS, ClaimBudget, EndpointState, Store
-from engine.worker import Worker
+from engine.wire import profiles
 
 log = structlog.get_logger("engine.scheduler")
 

@@ -1,4 +1,4 @@
--- Every query the engine runs, by name. Loaded once by engine/store.py.
+-- Every query the engine runs, by name. Loaded once by engine/db/store.py.
 
 -- Plans here must not depend on the statistics of webhook_queue: when one endpoint holds a huge
 -- backlog, ANALYZE says "every row belongs to that endpoint", and a planner trusting it scans

@@ -1,0 +1,1 @@
+"""The delivery path: claim, batch, send, record, with retry policy and backoff."""

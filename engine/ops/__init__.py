@@ -1,0 +1,1 @@
+"""Operations: summary line, pruning, vacuum, and what operators use to watch the daemon."""

@@ -1,0 +1,1 @@
+"""Pure wire formats: profiles, platform builders, signing, redaction. No I/O."""
