@@ -54,6 +54,10 @@ ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS previous_secrets jsonb NOT NULL DE
 ALTER TABLE webhooks DROP CONSTRAINT IF EXISTS webhooks_auth_type_check;
 ALTER TABLE webhooks ADD CONSTRAINT webhooks_auth_type_check
     CHECK (auth_type IN ('hmac', 'basic', 'none', 'token'));
+-- The customer that owns the endpoint (an UltraCart merchant, a ReadyCloud organisation, a Norce
+-- account); '' is the default tenant, so single-tenant users never see it.
+ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS tenant text NOT NULL DEFAULT '';
+CREATE INDEX IF NOT EXISTS webhooks_tenant_idx ON webhooks (tenant, id);
 
 -- Intake. Apps insert in their own transaction; an event exists for delivery exactly when that
 -- transaction commits. webhook_id NULL: every webhook whose topics match; set: only that webhook.
@@ -65,6 +69,8 @@ CREATE TABLE IF NOT EXISTS webhook_events (
     webhook_id bigint,
     CONSTRAINT webhook_events_topic_check CHECK (topic <> '' AND strpos(topic, '*') = 0)
 );
+-- An event goes to the webhooks of its own tenant only (or to its webhook_id).
+ALTER TABLE webhook_events ADD COLUMN IF NOT EXISTS tenant text NOT NULL DEFAULT '';
 
 -- One row per (webhook, event) still to deliver. Internal: not part of the contract.
 CREATE TABLE IF NOT EXISTS webhook_queue (
@@ -115,7 +121,7 @@ CREATE INDEX IF NOT EXISTS webhook_logs_delivered_idx ON webhook_logs (delivered
 
 -- Which schema this is; the daemon refuses to run against another (engine/db/store.py SCHEMA_VERSION).
 CREATE OR REPLACE FUNCTION webhook_engine_schema_version()
-RETURNS integer LANGUAGE sql IMMUTABLE AS $$ SELECT 4 $$;
+RETURNS integer LANGUAGE sql IMMUTABLE AS $$ SELECT 5 $$;
 
 -- Does `topic` match any of `patterns`? Exact, '*' (everything) or 'prefix.*' (starts with 'prefix.').
 CREATE OR REPLACE FUNCTION webhook_engine_topic_matches(patterns text[], topic text)

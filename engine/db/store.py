@@ -30,7 +30,7 @@ DB_ERRORS = (
     TimeoutError,
 )
 # What webhook_engine_schema_version() in schema.sql returns; raise both together.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 Conn = asyncpg.Connection | PoolConnectionProxy
 # Serialises concurrent `init-db` runs.
 _SCHEMA_LOCK_KEY = 0x77656268  # "webh"
