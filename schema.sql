@@ -119,6 +119,45 @@ CREATE TABLE IF NOT EXISTS webhook_logs (
 CREATE INDEX IF NOT EXISTS webhook_logs_webhook_idx ON webhook_logs (webhook_id, delivered_at);
 CREATE INDEX IF NOT EXISTS webhook_logs_delivered_idx ON webhook_logs (delivered_at);
 
+-- Intake and scheduling tables (schema 5). Internal, like webhook_queue.
+--
+-- Who subscribes to what: one row per (tenant, topic pattern, webhook), kept by a trigger on
+-- webhooks. An event finds its webhooks with an index look-up per pattern that could match its
+-- topic ('a.b.c' -> 'a.b.c', 'a.b.*', 'a.*', '*'), so intake costs the same at 10 or 100,000
+-- webhooks.
+CREATE TABLE IF NOT EXISTS webhook_subscriptions (
+    tenant     text   NOT NULL,
+    pattern    text   NOT NULL,
+    webhook_id bigint NOT NULL,
+    PRIMARY KEY (tenant, pattern, webhook_id)
+);
+CREATE INDEX IF NOT EXISTS webhook_subscriptions_webhook_idx ON webhook_subscriptions (webhook_id);
+
+-- "This endpoint may have claimable events": appended by intake (one row per statement and
+-- webhook) and by anything that makes queued rows claimable again. No key, so two applications
+-- inserting for the same endpoint never wait on each other; the daemons move these rows into
+-- webhook_due on every pass.
+CREATE TABLE IF NOT EXISTS webhook_arrivals (
+    webhook_id bigint NOT NULL
+);
+
+-- Endpoints that have, or may have, work due at due_at; written only by the daemons. A pass reads
+-- the rows due now through the due_at index, so its cost follows the endpoints with due work, not
+-- the number of webhooks. Endpoints that are paused, disabled, backing off (due later) or fully
+-- leased (due when the lease would expire: a crashed daemon's work) cost nothing per pass.
+-- `version` goes up with every arrival, so a daemon that saw an endpoint run dry removes it only
+-- if nothing arrived since.
+CREATE TABLE IF NOT EXISTS webhook_due (
+    webhook_id bigint      PRIMARY KEY,
+    due_at     timestamptz NOT NULL,
+    version    bigint      NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS webhook_due_at_idx ON webhook_due (due_at);
+-- Each endpoint's pending (not given-up) rows in order: the head-of-queue claims walk it without
+-- stepping over an endpoint's failed rows, which the primary key index would.
+CREATE INDEX IF NOT EXISTS webhook_queue_pending_idx ON webhook_queue (webhook_id, event_id)
+    WHERE failed_at IS NULL;
+
 -- Which schema this is; the daemon refuses to run against another (engine/db/store.py SCHEMA_VERSION).
 CREATE OR REPLACE FUNCTION webhook_engine_schema_version()
 RETURNS integer LANGUAGE sql IMMUTABLE AS $$ SELECT 5 $$;
@@ -132,6 +171,18 @@ RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
            OR p = '*'
            OR (right(p, 2) = '.*' AND starts_with(topic, left(p, -1)))
     )
+$$;
+
+-- The patterns that match `topic`: itself, 'prefix.*' for every prefix ending at a dot, and '*'.
+-- webhook_engine_topic_matches(patterns, topic) is true exactly when patterns holds one of these.
+CREATE OR REPLACE FUNCTION webhook_engine_topic_patterns(topic text)
+RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT topic || ARRAY(
+        SELECT left(topic, i) || '*'
+        FROM generate_series(1, length(topic)) AS i
+        WHERE substr(topic, i, 1) = '.'
+        ORDER BY i
+    ) || '*'::text
 $$;
 
 -- 32 random bytes from two v4 UUIDs (gen_random_uuid is core since Postgres 13, unlike pgcrypto).
@@ -334,31 +385,68 @@ BEGIN
 END
 $$;
 
--- Fan an inserted statement's events out to the queue, once per statement, then wake the daemons.
--- Matching happens here, inside the inserting transaction: a webhook created later does not get
--- older events, and a rolled-back insert leaves nothing behind.
-CREATE OR REPLACE FUNCTION webhook_engine_fan_out()
+-- An event that names a webhook: it must exist, and the event belongs to that webhook's tenant
+-- (one that names no tenant takes it; one that names another is refused). A row trigger, but
+-- only for targeted events (its WHEN clause), and one primary-key look-up each.
+CREATE OR REPLACE FUNCTION webhook_engine_check_target()
 RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    missing bigint;
+    owner text;
 BEGIN
-    SELECT n.webhook_id INTO missing
-    FROM new_events AS n
-    WHERE n.webhook_id IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM webhooks AS w WHERE w.id = n.webhook_id)
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'webhook_events.webhook_id % does not name a webhook', missing
-            USING ERRCODE = 'foreign_key_violation';
+    SELECT w.tenant INTO owner FROM webhooks AS w WHERE w.id = NEW.webhook_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook_events.webhook_id % does not name a webhook', NEW.webhook_id
+            USING ERRCODE = 'foreign_key_violation', COLUMN = 'webhook_id';
     END IF;
-    INSERT INTO webhook_queue (webhook_id, event_id)
-    SELECT w.id, n.id
-    FROM new_events AS n
-    JOIN webhooks AS w
-      ON w.id = n.webhook_id
-      OR (n.webhook_id IS NULL AND webhook_engine_topic_matches(w.topics, n.topic));
+    IF NEW.tenant = '' THEN
+        NEW.tenant := owner;
+    ELSIF NEW.tenant <> owner THEN
+        RAISE EXCEPTION 'webhook_events.tenant "%" is not the tenant of webhook % ("%")',
+            NEW.tenant, NEW.webhook_id, owner
+            USING ERRCODE = 'check_violation', COLUMN = 'tenant';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- Fan an inserted statement's events out to the queue, once per statement, then wake the daemons.
+-- Matching happens here, inside the inserting transaction: a webhook created later does not get
+-- older events, and a rolled-back insert leaves nothing behind. Each event looks up the
+-- subscriptions of its tenant for the few patterns that can match its topic; nothing here scans
+-- webhooks or updates a shared row.
+CREATE OR REPLACE FUNCTION webhook_engine_fan_out()
+RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    WITH queued AS (
+        INSERT INTO webhook_queue (webhook_id, event_id)
+        SELECT DISTINCT s.webhook_id, n.id
+        FROM new_events AS n
+        CROSS JOIN LATERAL unnest(webhook_engine_topic_patterns(n.topic)) AS p(pattern)
+        JOIN webhook_subscriptions AS s ON s.tenant = n.tenant AND s.pattern = p.pattern
+        WHERE n.webhook_id IS NULL
+        UNION ALL
+        SELECT n.webhook_id, n.id FROM new_events AS n WHERE n.webhook_id IS NOT NULL
+        RETURNING webhook_id
+    )
+    INSERT INTO webhook_arrivals (webhook_id) SELECT DISTINCT webhook_id FROM queued;
     IF FOUND THEN
         PERFORM pg_notify('webhook_engine', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Keep webhook_subscriptions in step with webhooks.topics and tenant.
+CREATE OR REPLACE FUNCTION webhook_engine_subscribe()
+RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        DELETE FROM webhook_subscriptions WHERE webhook_id = OLD.id;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO webhook_subscriptions (tenant, pattern, webhook_id)
+        SELECT DISTINCT NEW.tenant, t, NEW.id FROM unnest(NEW.topics) AS t
+        ON CONFLICT DO NOTHING;
     END IF;
     RETURN NULL;
 END
@@ -368,6 +456,7 @@ $$;
 CREATE OR REPLACE FUNCTION webhook_engine_wake()
 RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    INSERT INTO webhook_arrivals (webhook_id) VALUES (NEW.id);
     PERFORM pg_notify('webhook_engine', '');
     RETURN NULL;
 END
@@ -378,6 +467,7 @@ CREATE OR REPLACE FUNCTION webhook_engine_forget_webhook()
 RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM webhook_queue WHERE webhook_id = OLD.id;
+    DELETE FROM webhook_due WHERE webhook_id = OLD.id;
     RETURN NULL;
 END
 $$;
@@ -405,8 +495,29 @@ CREATE TRIGGER webhook_engine_forget
     AFTER DELETE ON webhooks
     FOR EACH ROW EXECUTE FUNCTION webhook_engine_forget_webhook();
 
+DROP TRIGGER IF EXISTS webhook_engine_subscribe ON webhooks;
+CREATE TRIGGER webhook_engine_subscribe
+    AFTER INSERT OR DELETE OR UPDATE OF topics, tenant ON webhooks
+    FOR EACH ROW EXECUTE FUNCTION webhook_engine_subscribe();
+
+DROP TRIGGER IF EXISTS webhook_engine_check_target ON webhook_events;
+CREATE TRIGGER webhook_engine_check_target
+    BEFORE INSERT ON webhook_events
+    FOR EACH ROW WHEN (NEW.webhook_id IS NOT NULL)
+    EXECUTE FUNCTION webhook_engine_check_target();
+
 DROP TRIGGER IF EXISTS webhook_engine_fan_out ON webhook_events;
 CREATE TRIGGER webhook_engine_fan_out
     AFTER INSERT ON webhook_events
     REFERENCING NEW TABLE AS new_events
     FOR EACH STATEMENT EXECUTE FUNCTION webhook_engine_fan_out();
+
+-- Upgrades from schema 4 and earlier (no-ops afterwards): index the subscriptions of existing
+-- webhooks, and put every endpoint with pending events in the due set (its leases, if any, are
+-- honoured by the claim).
+INSERT INTO webhook_subscriptions (tenant, pattern, webhook_id)
+SELECT DISTINCT w.tenant, t, w.id FROM webhooks AS w CROSS JOIN LATERAL unnest(w.topics) AS t
+ON CONFLICT DO NOTHING;
+INSERT INTO webhook_due (webhook_id, due_at)
+SELECT DISTINCT q.webhook_id, now() FROM webhook_queue AS q WHERE q.failed_at IS NULL
+ON CONFLICT DO NOTHING;

@@ -64,6 +64,26 @@ class ClaimBudget:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class DueWebhook:
+    """An endpoint of the due set, as one pass saw it: `version` identifies what had arrived
+    for it then; `deliverable` is false when it was paused or is backing off since."""
+
+    webhook: Webhook
+    version: int
+    deliverable: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Settlement:
+    """What a pass learnt of a due endpoint (see settle_due in queries.sql): 'next' (rows left),
+    'dry' (no claimable rows left) or 'hold' (not deliverable now)."""
+
+    webhook_id: int
+    version: int
+    mode: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class EndpointState:
     """An endpoint's failure count after a flush; for a failing one, when it is tried again and
     why it was disabled (if it was)."""
@@ -114,9 +134,25 @@ class Store:
             return 1  # the first release had no version function
         return int(await self._pool.fetchval("SELECT webhook_engine_schema_version()"))
 
-    async def ready_webhooks(self) -> list[Webhook]:
-        rows = await self._pool.fetch(QUERIES["ready_webhooks"])
-        return [_webhook(row) for row in rows]
+    async def due_webhooks(self, limit: int) -> list[DueWebhook]:
+        """Take in new arrivals and return the endpoints due now (at most `limit` of those
+        already waiting, plus every endpoint that just arrived)."""
+        rows = await self._pool.fetch(QUERIES["due_webhooks"], limit)
+        return [
+            DueWebhook(
+                webhook=_webhook(row), version=row["due_version"], deliverable=row["deliverable"]
+            )
+            for row in rows
+        ]
+
+    async def settle_due(self, settlements: Sequence[Settlement]) -> None:
+        if settlements:
+            await self._pool.execute(
+                QUERIES["settle_due"],
+                [s.webhook_id for s in settlements],
+                [s.version for s in settlements],
+                [s.mode for s in settlements],
+            )
 
     async def next_wakeup_s(self) -> float | None:
         value = await self._pool.fetchval(QUERIES["next_wakeup"])

@@ -12,7 +12,7 @@ import structlog
 
 from engine.aio import wait_event
 from engine.config import DeliveryConfig
-from engine.db.store import DB_ERRORS, ClaimBudget, EndpointState, Store
+from engine.db.store import DB_ERRORS, ClaimBudget, EndpointState, Settlement, Store
 from engine.delivery import batching
 from engine.delivery.backoff import Reconnect
 from engine.delivery.recorder import Recorder
@@ -145,37 +145,56 @@ class Scheduler:
         free = self._config.concurrency - self.in_flight
         if free <= 0:
             return False
-        ready = [w for w in await self._store.ready_webhooks() if w.id not in self._awaiting_flush]
-        for webhook in ready:
-            if webhook.id in self._disabled:
-                self._disabled.discard(webhook.id)
-                log.info("endpoint.reenabled", webhook_id=webhook.id)
-        budgets = self._budgets(ready, free)
-        if not budgets:
-            return False
-        claimed = await self._store.claim(budgets, self._config.lease_s)
-        webhooks = {b.webhook.id: b.webhook for b in budgets}
-        for webhook_id, events in claimed.items():
-            webhook = webhooks[webhook_id]
+        # Endpoints busy here are among the due ones too: ask for enough to fill `free` besides.
+        due = await self._store.due_webhooks(free + len(self._in_flight))
+        ready = [d for d in due if d.deliverable and d.webhook.id not in self._awaiting_flush]
+        for d in ready:
+            if d.webhook.id in self._disabled:
+                self._disabled.discard(d.webhook.id)
+                log.info("endpoint.reenabled", webhook_id=d.webhook.id)
+        settlements = [
+            Settlement(webhook_id=d.webhook.id, version=d.version, mode="hold")
+            for d in due
+            if not d.deliverable
+        ]
+        budgets = self._budgets([d.webhook for d in ready], free)
+        claimed = await self._store.claim(budgets, self._config.lease_s) if budgets else {}
+        for budget in budgets:
+            webhook = budget.webhook
+            events = claimed.get(webhook.id, [])
             body_format = profiles.body_format(webhook)
             for batch in batching.split(
                 events, webhook.maximum_events, webhook.maximum_size, body_format
             ):
                 self._start(webhook, batch)
+        versions = {d.webhook.id: d.version for d in ready}
+        settlements.extend(
+            Settlement(
+                webhook_id=b.webhook.id,
+                version=versions[b.webhook.id],
+                # Fewer rows than asked for: none left to claim (or the byte budget cut them
+                # short, which settle_due finds out cheaply).
+                mode="dry" if len(claimed.get(b.webhook.id, ())) < b.max_rows else "next",
+            )
+            for b in budgets
+        )
+        await self._store.settle_due(settlements)
         return bool(claimed)
 
     def _budgets(self, ready: list[Webhook], free: int) -> list[ClaimBudget]:
-        """Share the free global slots among ready endpoints, starting at a rotating offset so
-        no endpoint is always served last."""
+        """Share the free global slots among ready endpoints, evenly (an endpoint's queue
+        length is unknown until claimed), starting at a rotating offset so no endpoint is
+        always served last."""
         if not ready:
             return []
         self._rotation = (self._rotation + 1) % len(ready)
+        share = max(1, free // len(ready))
         budgets: list[ClaimBudget] = []
         for webhook in ready[self._rotation :] + ready[: self._rotation]:
             # An endpoint that has been failing gets one probe batch, not its full share.
             cap = 1 if webhook.consecutive_failures else self._config.per_endpoint_concurrency
             busy = self._in_flight.get(webhook.id, 0)
-            slots = min(cap - busy, free)
+            slots = min(cap - busy, free, share)
             # Claim for a busy endpoint in bunches, not one query and commit per freed slot.
             if slots <= 0 or (busy and slots < _bunch(cap)):
                 continue

@@ -6,37 +6,103 @@
 -- look-up into the queue is a per-endpoint LATERAL ... ORDER BY webhook_id, event_id LIMIT n,
 -- which only the primary key index can serve, and the claim's UPDATE finds its rows by ctid.
 
--- name: ready_webhooks
--- Active endpoints, not backing off, with at least one unleased queued event.
-SELECT w.id, w.url, w.method, w.auth_type, w.secret, w.basic_username, w.basic_password,
+-- name: due_webhooks
+-- One scheduling pass: move new arrivals into the due set (an active endpoint is due now, or when
+-- its backoff ends; arrivals for paused or disabled endpoints are dropped, and resuming one adds
+-- an arrival), then return the endpoints due now, longest waiting first, at most $1 of them.
+-- Every row read here is an endpoint with (possibly) due work: the cost never follows the number
+-- of webhooks. Rows whose endpoint was paused or started backing off after it became due come
+-- back too, flagged, so the caller can take them out (settle_due).
+WITH moved AS (
+    DELETE FROM webhook_arrivals AS a
+    WHERE a.ctid = ANY (ARRAY(
+        SELECT ctid FROM webhook_arrivals LIMIT 100000 FOR UPDATE SKIP LOCKED
+    ))
+    RETURNING a.webhook_id
+), arrived AS (
+    INSERT INTO webhook_due AS d (webhook_id, due_at)
+    SELECT w.id, greatest(now(), coalesce(w.next_retry_after, now()))
+    FROM (SELECT DISTINCT webhook_id FROM moved) AS m
+    JOIN webhooks AS w ON w.id = m.webhook_id
+    WHERE w.status = 'active'
+    ORDER BY w.id
+    ON CONFLICT (webhook_id) DO UPDATE
+        SET due_at = least(d.due_at, excluded.due_at), version = d.version + 1
+    RETURNING d.webhook_id, d.due_at, d.version
+), due AS (
+    SELECT webhook_id, version FROM arrived WHERE due_at <= now()
+    UNION ALL
+    (SELECT d.webhook_id, d.version FROM webhook_due AS d
+     WHERE d.due_at <= now()
+     ORDER BY d.due_at
+     LIMIT $1)
+)
+SELECT DISTINCT ON (w.id)
+       due.version AS due_version,
+       w.status = 'active' AND (w.next_retry_after IS NULL OR w.next_retry_after <= now())
+           AS deliverable,
+       w.id, w.url, w.method, w.auth_type, w.secret, w.basic_username, w.basic_password,
        w.headers::text AS headers, w.maximum_events, w.maximum_size, w.consecutive_failures,
        w.retry, w.retry_schedule_s, w.max_consecutive_failures, w.failure_window_max,
        w.failure_window_s, w.profile, w.profile_options::text AS profile_options,
        w.compress_events, w.body_template, w.previous_secrets::text AS previous_secrets
-FROM webhooks AS w
-CROSS JOIN LATERAL (
-    SELECT 1 FROM webhook_queue AS q
-    WHERE q.webhook_id = w.id
-      AND q.failed_at IS NULL
-      AND (q.locked_until IS NULL OR q.locked_until <= now())
-    ORDER BY q.webhook_id, q.event_id
-    LIMIT 1
-) AS has_work
-WHERE w.status = 'active'
-  AND (w.next_retry_after IS NULL OR w.next_retry_after <= now());
+FROM due
+JOIN webhooks AS w ON w.id = due.webhook_id
+ORDER BY w.id, due.version DESC;
+
+-- name: settle_due
+-- After a pass, per endpoint ($1 ids, $2 the due version the pass saw, $3 mode):
+--   'next': it had claimable rows left: to the back of the line (round-robin by due_at);
+--   'dry':  it ran out of claimable rows: it leaves the due set unless something arrived since
+--           (version) or some of its rows are leased; then it is due when the first lease would
+--           expire (a crashed daemon's work), or when its backoff ends if that is later;
+--   'hold': it cannot be delivered to now: due when its backoff ends; paused or disabled, it
+--           leaves the due set (resuming it adds an arrival).
+-- The look-ups into a dry endpoint's rows step only over its leased rows (at most what is in
+-- flight), never over its backlog.
+WITH s AS (
+    SELECT s.webhook_id, s.version, s.mode, w.status, w.next_retry_after,
+           CASE WHEN s.mode <> 'dry' THEN NULL
+                WHEN EXISTS (
+                    SELECT 1 FROM webhook_queue AS q
+                    WHERE q.webhook_id = s.webhook_id AND q.failed_at IS NULL
+                      AND (q.locked_until IS NULL OR q.locked_until <= now())
+                ) THEN now()
+                ELSE (SELECT min(q.locked_until) FROM webhook_queue AS q
+                      WHERE q.webhook_id = s.webhook_id AND q.failed_at IS NULL)
+           END AS next_due
+    FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS s(webhook_id, version, mode)
+    LEFT JOIN webhooks AS w ON w.id = s.webhook_id
+), gone AS (
+    DELETE FROM webhook_due AS d
+    USING s
+    WHERE d.webhook_id = s.webhook_id AND d.version = s.version
+      AND (s.status IS DISTINCT FROM 'active' OR (s.mode = 'dry' AND s.next_due IS NULL))
+)
+UPDATE webhook_due AS d
+SET due_at = CASE s.mode
+                 WHEN 'next' THEN now()
+                 WHEN 'hold' THEN s.next_retry_after
+                 ELSE greatest(s.next_due, coalesce(s.next_retry_after, s.next_due))
+             END
+FROM s
+WHERE d.webhook_id = s.webhook_id
+  AND s.status = 'active'
+  AND CASE s.mode
+          WHEN 'next' THEN true
+          WHEN 'hold' THEN s.next_retry_after > now()
+          ELSE d.version = s.version AND s.next_due IS NOT NULL
+      END;
 
 -- name: next_wakeup
--- Seconds until the earliest backing-off endpoint with queued work may be tried again.
-SELECT extract(epoch FROM min(w.next_retry_after) - now())::float8
-FROM webhooks AS w
-CROSS JOIN LATERAL (
-    SELECT 1 FROM webhook_queue AS q
-    WHERE q.webhook_id = w.id AND q.failed_at IS NULL
-    ORDER BY q.webhook_id, q.event_id
-    LIMIT 1
-) AS has_work
-WHERE w.status = 'active'
-  AND w.next_retry_after > now();
+-- Seconds until the first endpoint that is due later (backing off, or leased) with pending rows
+-- may be tried; NULL when there is none.
+SELECT extract(epoch FROM d.due_at - now())::float8
+FROM webhook_due AS d
+WHERE EXISTS (SELECT 1 FROM webhook_queue AS q
+              WHERE q.webhook_id = d.webhook_id AND q.failed_at IS NULL)
+ORDER BY d.due_at
+LIMIT 1;
 
 -- name: claim
 -- Lease the head of each given endpoint's queue, in event-id order: at most $2 rows and, beyond
@@ -83,11 +149,16 @@ WHERE q.ctid = ANY (ARRAY(
 RETURNING q.webhook_id, q.event_id, q.attempts, e.topic, e.created_at, e.payload::text AS payload;
 
 -- name: release_failed
--- Attempted and failed: back in the queue, the endpoint's backoff decides when.
-UPDATE webhook_queue AS q
-SET locked_until = NULL, last_error = d.error
-FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS d(webhook_id, event_id, error)
-WHERE q.webhook_id = d.webhook_id AND q.event_id = d.event_id;
+-- Attempted and failed: back in the queue, the endpoint's backoff decides when (the arrival puts
+-- it in the due set at its next_retry_after).
+WITH released AS (
+    UPDATE webhook_queue AS q
+    SET locked_until = NULL, last_error = d.error
+    FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS d(webhook_id, event_id, error)
+    WHERE q.webhook_id = d.webhook_id AND q.event_id = d.event_id
+    RETURNING q.webhook_id
+)
+INSERT INTO webhook_arrivals (webhook_id) SELECT DISTINCT webhook_id FROM released;
 
 -- name: mark_failed
 -- Attempted for the last time and failed: kept for listing and replay, never claimed again.
@@ -98,10 +169,14 @@ WHERE q.webhook_id = d.webhook_id AND q.event_id = d.event_id;
 
 -- name: release_unsent
 -- Claimed but never attempted (shutdown): back in the queue, the attempt not counted.
-UPDATE webhook_queue AS q
-SET locked_until = NULL, attempts = greatest(q.attempts - 1, 0)
-FROM unnest($1::bigint[], $2::bigint[]) AS d(webhook_id, event_id)
-WHERE q.webhook_id = d.webhook_id AND q.event_id = d.event_id;
+WITH released AS (
+    UPDATE webhook_queue AS q
+    SET locked_until = NULL, attempts = greatest(q.attempts - 1, 0)
+    FROM unnest($1::bigint[], $2::bigint[]) AS d(webhook_id, event_id)
+    WHERE q.webhook_id = d.webhook_id AND q.event_id = d.event_id
+    RETURNING q.webhook_id
+)
+INSERT INTO webhook_arrivals (webhook_id) SELECT DISTINCT webhook_id FROM released;
 
 -- name: complete_and_log
 -- Delivered queue rows ($17 webhook ids, $18 event ids) go, and one log row per request goes in,
@@ -179,7 +254,9 @@ WITH replayed AS (
     WHERE q.failed_at IS NOT NULL
       AND ($1::bigint IS NULL OR q.webhook_id = $1)
       AND ($2::bigint[] IS NULL OR q.event_id = ANY ($2::bigint[]))
-    RETURNING 1
+    RETURNING q.webhook_id
+), woken AS (
+    INSERT INTO webhook_arrivals (webhook_id) SELECT DISTINCT webhook_id FROM replayed
 )
 SELECT count(*)::int, pg_notify('webhook_engine', '') FROM replayed;
 
