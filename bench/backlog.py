@@ -9,8 +9,8 @@ as the daemon:
 
 1. two webhooks with topics '{}' (targeted events only): `healthy` posts to the receiver,
    `held` is disabled, so its events wait in the queue;
-2. no backlog: ready_webhooks + claim timed through engine.db.store, then `run --burst` delivers
-   --events events for `healthy`;
+2. no backlog: due_webhooks, claim + settle_due timed through engine.db.store, then
+   `run --burst` delivers --events events for `healthy`;
 3. --backlog events for `held`, then VACUUM ANALYZE of the queue and the events;
 4. with backlog: step 2 again, each phase printing EXPLAIN (ANALYZE, BUFFERS) of both queries;
 5. ratios, sizes, checks and a one-line JSON summary; exit 1 when a check fails.
@@ -115,7 +115,7 @@ async def measure(
     t = args.phase_timeout
     section(
         f"{label}: claim timing, engine.db.store, {CLAIM_QUEUED:,} queued, "
-        f"{CLAIM_ITERATIONS} x (ready_webhooks + claim 1 row)"
+        f"{CLAIM_ITERATIONS} x (due_webhooks, then claim 1 row + settle_due)"
     )
     async with connect(dsn) as conn:
         print(f"planner stats      webhook_queue.webhook_id: {await webhook_id_stats(conn)}")
@@ -153,8 +153,8 @@ async def print_header(
 
 
 def print_claims(c: ClaimTiming) -> None:
-    print(f"ready_webhooks     {_ms(c.ready_ms)}")
-    print(f"claim (1 row)      {_ms(c.claim_ms)}")
+    print(f"due_webhooks       {_ms(c.ready_ms)}")
+    print(f"claim+settle       {_ms(c.claim_ms)}")
     print(f"afterwards         deleted the healthy endpoint's {c.deleted} queue rows")
     for name, lines in c.plans.items():
         print(f"EXPLAIN (ANALYZE, BUFFERS) {name} (at the end of the timing; claim rolled back):")

@@ -25,7 +25,7 @@ from bench.database import (
 from bench.procfs import CpuMeter, CpuUse
 from bench.receiver import ReceiverClient
 from bench.tally import Tally, percentile, tally
-from engine.db.store import QUERIES, ClaimBudget, Store
+from engine.db.store import QUERIES, ClaimBudget, Settlement, Store
 from engine.delivery.batching import envelope_overhead_estimate
 
 CLAIM_QUEUED = 2_000  # events queued for the healthy endpoint while claims are timed
@@ -54,8 +54,9 @@ class ClaimTiming:
 
 async def phase_claims(dsn: str, healthy_id: int) -> ClaimTiming:
     """Queue CLAIM_QUEUED events for the healthy endpoint, then time CLAIM_ITERATIONS rounds of
-    what the scheduler does per pass (ready_webhooks, then claim one row) through a fresh Store;
-    EXPLAIN both queries as they stand at the end, then drop the healthy endpoint's queue rows."""
+    what the scheduler does per pass (due_webhooks, claim one row, settle_due) through a fresh
+    Store; EXPLAIN both queries as they stand at the end, then drop the healthy endpoint's
+    queue rows."""
     async with connect(dsn) as conn:
         await insert_targeted(conn, healthy_id, CLAIM_QUEUED, CLAIM_QUEUED)
     store = await Store.open(dsn, pool_size=2, synchronous_commit="on")
@@ -80,15 +81,18 @@ async def _time_claims(store: Store, healthy_id: int) -> tuple[list[float], list
     claim_ms: list[float] = []
     for i in range(CLAIM_ITERATIONS):
         started = time.perf_counter()
-        ready = await store.ready_webhooks()
+        due = await store.due_webhooks(64)
         readied = time.perf_counter()
-        if [w.id for w in ready] != [healthy_id]:
+        if [d.webhook.id for d in due] != [healthy_id]:
             raise BenchError(
-                f"claim timing, iteration {i}: ready_webhooks returned ids "
-                f"{[w.id for w in ready]}, expected only the healthy endpoint {healthy_id}"
+                f"claim timing, iteration {i}: due_webhooks returned ids "
+                f"{[d.webhook.id for d in due]}, expected only the healthy endpoint {healthy_id}"
             )
-        budget = ClaimBudget(webhook=ready[0], max_rows=1, max_bytes=CLAIM_MAX_BYTES)
+        budget = ClaimBudget(webhook=due[0].webhook, max_rows=1, max_bytes=CLAIM_MAX_BYTES)
         claimed = await store.claim([budget], lease_s=CLAIM_LEASE_S)
+        await store.settle_due(
+            [Settlement(webhook_id=healthy_id, version=due[0].version, mode="next")]
+        )
         done = time.perf_counter()
         if list(claimed) != [healthy_id] or len(claimed[healthy_id]) != 1:
             got = {w: len(events) for w, events in claimed.items()}
@@ -99,11 +103,11 @@ async def _time_claims(store: Store, healthy_id: int) -> tuple[list[float], list
 
 
 async def explain_claim_path(conn: asyncpg.Connection, healthy_id: int) -> dict[str, list[str]]:
-    """EXPLAIN (ANALYZE, BUFFERS) of ready_webhooks and of claim with the healthy endpoint's
+    """EXPLAIN (ANALYZE, BUFFERS) of due_webhooks and of claim with the healthy endpoint's
     parameters; the claim (an UPDATE, really executed) in a transaction rolled back after."""
     claim_args = ([healthy_id], [1], [CLAIM_MAX_BYTES], envelope_overhead_estimate(), CLAIM_LEASE_S)
     return {
-        "ready_webhooks": await explain(conn, QUERIES["ready_webhooks"]),
+        "due_webhooks": await explain(conn, QUERIES["due_webhooks"], 64, rollback=True),
         "claim": await explain(conn, QUERIES["claim"], *claim_args, rollback=True),
     }
 

@@ -135,8 +135,8 @@ class Store:
         return int(await self._pool.fetchval("SELECT webhook_engine_schema_version()"))
 
     async def due_webhooks(self, limit: int) -> list[DueWebhook]:
-        """Take in new arrivals and return the endpoints due now (at most `limit` of those
-        already waiting, plus every endpoint that just arrived)."""
+        """Take in new arrivals and return endpoints due now: up to `limit` that just arrived
+        and up to `limit` that were already waiting."""
         rows = await self._pool.fetch(QUERIES["due_webhooks"], limit)
         return [
             DueWebhook(

@@ -9,7 +9,8 @@
 -- name: due_webhooks
 -- One scheduling pass: move new arrivals into the due set (an active endpoint is due now, or when
 -- its backoff ends; arrivals for paused or disabled endpoints are dropped, and resuming one adds
--- an arrival), then return the endpoints due now, longest waiting first, at most $1 of them.
+-- an arrival), then return the endpoints due now: up to $1 that just arrived (the rest are
+-- read from the due set by the next pass) and up to $1 already waiting, longest waiting first.
 -- Every row read here is an endpoint with (possibly) due work: the cost never follows the number
 -- of webhooks. Rows whose endpoint was paused or started backing off after it became due come
 -- back too, flagged, so the caller can take them out (settle_due).
@@ -30,7 +31,7 @@ WITH moved AS (
         SET due_at = least(d.due_at, excluded.due_at), version = d.version + 1
     RETURNING d.webhook_id, d.due_at, d.version
 ), due AS (
-    SELECT webhook_id, version FROM arrived WHERE due_at <= now()
+    (SELECT webhook_id, version FROM arrived WHERE due_at <= now() LIMIT $1)
     UNION ALL
     (SELECT d.webhook_id, d.version FROM webhook_due AS d
      WHERE d.due_at <= now()
