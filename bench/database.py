@@ -20,19 +20,23 @@ from engine.db.store import init_schema
 
 INSERT_CHUNK = 5_000
 
+# Event n has topic 'order.<n mod endpoints>': each endpoint k subscribes to 'order.k' alone.
 INSERT_MANY = """
 INSERT INTO webhook_events (topic, payload)
-SELECT 'order.created', jsonb_build_object('n', g, 'pad', repeat('x', 64))
+SELECT 'order.' || (g % $3::int), jsonb_build_object('n', g, 'pad', repeat('x', 64))
 FROM generate_series($1::int, $2::int) AS g
 """
 INSERT_ONE = """
 INSERT INTO webhook_events (topic, payload)
-VALUES ('order.created', jsonb_build_object('n', $1::int, 'pad', repeat('x', 64)))
+VALUES ('order.0', jsonb_build_object('n', $1::int, 'pad', repeat('x', 64)))
 RETURNING id
 """
 
 XACT_COMMIT = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
-ADD_WEBHOOK = "INSERT INTO webhooks (url, topics, maximum_events) VALUES ($1, '{*}', 1)"
+ADD_WEBHOOKS = """
+INSERT INTO webhooks (url, topics, maximum_events)
+SELECT $1 || '?w=' || k, ARRAY['order.' || k], $3::int FROM generate_series(0, $2::int - 1) AS k
+"""
 
 # Targeted events (webhook_id set): only that webhook gets them, whatever its topics.
 INSERT_TARGETED = """
@@ -126,16 +130,19 @@ async def drop_database(admin_dsn: str, name: str) -> None:
         print(f"WARNING: could not drop database {name}: {exc}", file=sys.stderr)
 
 
-async def insert_bulk(conn: asyncpg.Connection, count: int) -> set[int]:
-    """`count` events in multi-row INSERTs of at most INSERT_CHUNK rows; returns their ids."""
+async def insert_bulk(conn: asyncpg.Connection, count: int, endpoints: int = 1) -> set[int]:
+    """`count` events in multi-row INSERTs of at most INSERT_CHUNK rows, spread round-robin
+    over `endpoints` endpoints (see add_webhooks); returns their ids."""
     for start in range(1, count + 1, INSERT_CHUNK):
-        await conn.execute(INSERT_MANY, start, min(start + INSERT_CHUNK - 1, count))
+        await conn.execute(INSERT_MANY, start, min(start + INSERT_CHUNK - 1, count), endpoints)
     return set(await conn.fetchval("SELECT coalesce(array_agg(id), '{}') FROM webhook_events"))
 
 
-async def add_webhook(conn: asyncpg.Connection, url: str) -> None:
-    """One endpoint for every topic, one event per request."""
-    await conn.execute(ADD_WEBHOOK, url)
+async def add_webhooks(
+    conn: asyncpg.Connection, url: str, endpoints: int = 1, maximum_events: int = 1
+) -> None:
+    """Endpoints 0 .. endpoints-1 (`url?w=k`), endpoint k subscribed to topic 'order.k'."""
+    await conn.execute(ADD_WEBHOOKS, url, endpoints, maximum_events)
 
 
 async def insert_one(conn: asyncpg.Connection, n: int) -> int:

@@ -22,7 +22,7 @@ from bench import BenchError
 from bench.daemon import log_summary, running_daemon
 from bench.database import (
     EngineRecords,
-    add_webhook,
+    add_webhooks,
     connect,
     engine_records,
     insert_bulk,
@@ -131,6 +131,7 @@ class ThroughputResult:
     cpu: CpuUse
     xact_commits: int
     seen: Tally
+    posts: int  # HTTP requests the receiver got (one per batch)
     engine: EngineRecords
     log: list[str]
 
@@ -154,9 +155,9 @@ async def phase_throughput(
     dsn: str, receiver: ReceiverClient, config: Path, workdir: Path, args: argparse.Namespace
 ) -> ThroughputResult:
     async with connect(dsn) as conn:
-        await add_webhook(conn, receiver.hook_url)
+        await add_webhooks(conn, receiver.hook_url, args.endpoints, args.maximum_events)
         started = time.perf_counter()
-        expected = await insert_bulk(conn, args.events)
+        expected = await insert_bulk(conn, args.events, args.endpoints)
         insert_s = time.perf_counter() - started
     await receiver.reset()
     commits_before = await xact_commits(dsn)
@@ -177,6 +178,7 @@ async def phase_throughput(
         cpu=cpu,
         xact_commits=engine.xact_commit - commits_before,
         seen=tally(await receiver.records(), expected),
+        posts=(await receiver.counts())[0],
         engine=engine,
         log=log_summary(log),
     )

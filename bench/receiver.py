@@ -29,11 +29,13 @@ POLL_S = 0.05
 
 
 class ReceiverState:
-    """One (receive wall time, event id) record per POST /hook; /count, /stats and /reset."""
+    """One (receive wall time, event id) record per event POSTed to /hook (a body is one event
+    or an array of them); /count, /stats and /reset."""
 
     def __init__(self) -> None:
         self.records: list[Record] = []
         self.ids: set[int] = set()
+        self.posts = 0
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -46,19 +48,22 @@ class ReceiverState:
     async def hook(self, request: web.Request) -> web.Response:
         body = await request.read()
         received_at = time.time()
-        event_id = int(orjson.loads(body)["id"])
-        self.records.append((received_at, event_id))
-        self.ids.add(event_id)
+        parsed = orjson.loads(body)
+        self.posts += 1
+        for event in parsed if isinstance(parsed, list) else [parsed]:
+            event_id = int(event["id"])
+            self.records.append((received_at, event_id))
+            self.ids.add(event_id)
         return web.Response(text="ok")
 
     async def count(self, _request: web.Request) -> web.Response:
-        return _json_response({"requests": len(self.records), "distinct": len(self.ids)})
+        return _json_response({"requests": self.posts, "distinct": len(self.ids)})
 
     async def stats(self, _request: web.Request) -> web.Response:
         return _json_response({"records": self.records})
 
     async def reset(self, _request: web.Request) -> web.Response:
-        self.records, self.ids = [], set()
+        self.records, self.ids, self.posts = [], set(), 0
         return _json_response({"reset": True})
 
 

@@ -71,13 +71,16 @@ def print_throughput(r: ThroughputResult, events: int) -> None:
     print(f"last received      {r.seconds:.2f} s after daemon start")
     print(f"daemon exited      {r.exited_at - r.started_at:.2f} s after start, code {r.exit_code}")
     print(f"events/s           {r.eps:,.0f} (start to last), {r.steady_eps:,.0f} (first to last)")
+    print(
+        f"requests           {r.posts} (events per request {r.seen.distinct / max(r.posts, 1):.1f})"
+    )
     print(f"received           {s.distinct}/{s.expected} distinct, {s.duplicates} duplicates,")
     print(f"                   {s.missing} missing, {s.unexpected} unexpected")
     print(f"peak RSS           {r.peak_rss_kib / 1024:.1f} MiB")
     print(f"cpu                daemon {r.daemon_cpu_s:.2f} s, receiver {r.cpu.receiver_s:.2f} s")
     print_machine_busy(r.cpu)
     print(f"pg transactions    {r.xact_commits} committed in the bench database during the phase")
-    print_engine_records(r.engine, expected_logs=events)
+    print_engine_records(r.engine, expected_logs=r.posts)
     print("\n".join(r.log), flush=True)
 
 
@@ -135,6 +138,8 @@ def summary(
         "events": args.events,
         "concurrency": args.concurrency,
         "per_endpoint": args.per_endpoint,
+        "endpoints": args.endpoints,
+        "maximum_events": args.maximum_events,
         "synchronous_commit": args.synchronous_commit,
         "raw_rps": round(raw.rps, 1),
         "raw_other_cpus": round(max(raw.other_cpus, 0), 2),
@@ -181,7 +186,7 @@ def failed_checks(
         "throughput: every event received once": _exactly_once(thr.seen),
         "throughput: burst daemon exited 0": thr.exit_code == 0,
         "throughput: webhook_queue empty": thr.engine.queue_rows == 0,
-        "throughput: one webhook_logs row per event": thr.engine.log_rows == args.events,
+        "throughput: one webhook_logs row per request": thr.engine.log_rows == thr.posts,
         "latency: every event received once": _exactly_once(lat.seen),
         "latency: daemon exited 0 on SIGTERM": lat.exit_code == 0,
         "latency: webhook_queue empty": lat.engine.queue_rows == 0,

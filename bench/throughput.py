@@ -55,7 +55,7 @@ async def run_bench(args: argparse.Namespace) -> bool:
         print_throughput(thr, args.events)
         section("latency: one event per transaction at a steady rate, daemon running")
         lat = await bounded("latency", phase_latency(dsn, rx, config, workdir, args), t, rx)
-        print_latency(lat, expected_logs=args.events + 1 + lat.events)
+        print_latency(lat, expected_logs=thr.posts + 1 + lat.events)
         failed = print_closing(facts, args, raw, thr, lat)
         return not failed
 
@@ -67,6 +67,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--per-endpoint", type=int, default=64, help="daemon: per_endpoint_concurrency; raw phase"
     )
+    p.add_argument("--endpoints", type=int, default=1, help="events spread over this many")
+    p.add_argument("--maximum-events", type=int, default=1, help="webhooks.maximum_events")
     p.add_argument(
         "--synchronous-commit", default="on", choices=("on", "off", "local", "remote_write")
     )
@@ -76,7 +78,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--dsn", help="admin DSN (default: $WEBHOOK_ENGINE_TEST_DSN, else local)")
     args = p.parse_args(argv)
     resolve_admin_dsn(p, args)
-    if min(args.events, args.concurrency, args.per_endpoint, args.latency_events) < 1:
+    counts = (args.events, args.concurrency, args.per_endpoint, args.latency_events)
+    if min(*counts, args.endpoints, args.maximum_events) < 1:
         p.error("counts and concurrencies must be at least 1")
     if args.rate <= 0:
         p.error("--rate must be positive")

@@ -14,7 +14,11 @@
 -- Every row read here is an endpoint with (possibly) due work: the cost never follows the number
 -- of webhooks. Rows whose endpoint was paused or started backing off after it became due come
 -- back too, flagged, so the caller can take them out (settle_due).
-WITH moved AS (
+WITH hint AS (
+    -- The due set is a hint: a commit lost in a Postgres crash loses the arrivals' move with
+    -- it (the arrivals come back), so this commit need not wait for the disk.
+    SELECT set_config('synchronous_commit', 'off', true)
+), moved AS (
     DELETE FROM webhook_arrivals AS a
     WHERE a.ctid = ANY (ARRAY(
         SELECT ctid FROM webhook_arrivals LIMIT 100000 FOR UPDATE SKIP LOCKED
@@ -49,6 +53,7 @@ SELECT DISTINCT ON (w.id)
        w.compress_events, w.body_template, w.previous_secrets::text AS previous_secrets
 FROM due
 JOIN webhooks AS w ON w.id = due.webhook_id
+CROSS JOIN hint
 ORDER BY w.id, due.version DESC;
 
 -- name: settle_due
@@ -62,7 +67,9 @@ ORDER BY w.id, due.version DESC;
 -- The look-ups into a dry endpoint's rows step only over its leased rows (at most what is in
 -- flight), never over its backlog.
 WITH s AS (
-    SELECT s.webhook_id, s.version, s.mode, w.status, w.next_retry_after,
+    -- A hint too (see due_webhooks): its commit need not wait for the disk.
+    SELECT set_config('synchronous_commit', 'off', true) AS hint,
+           s.webhook_id, s.version, s.mode, w.status, w.next_retry_after,
            CASE WHEN s.mode <> 'dry' THEN NULL
                 WHEN EXISTS (
                     SELECT 1 FROM webhook_queue AS q
