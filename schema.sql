@@ -494,3 +494,27 @@ CREATE TRIGGER webhook_engine_fan_out
     AFTER INSERT ON webhook_events
     REFERENCING NEW TABLE AS new_events
     FOR EACH STATEMENT EXECUTE FUNCTION webhook_engine_fan_out();
+
+-- ---------------------------------------------------------------------------------------------
+-- Security: event intake runs as the schema's owner. Keep this section last: it applies to
+-- every trigger function on webhook_events as it stands after the sections above.
+-- ---------------------------------------------------------------------------------------------
+-- An application may only INSERT into webhook_events (init-db --create-roles), yet the fan-out
+-- reads webhooks and writes the queue. So the functions behind webhook_events' triggers run as
+-- their owner (SECURITY DEFINER), with a fixed search_path so that no object of the inserting
+-- role's choosing (a table or function of the same name in another schema, or pg_temp) can be
+-- picked up instead of ours. CREATE OR REPLACE resets both attributes, so this runs after them.
+DO $$
+DECLARE
+    fn regprocedure;
+BEGIN
+    FOR fn IN
+        SELECT DISTINCT t.tgfoid::regprocedure
+        FROM pg_trigger AS t
+        WHERE t.tgrelid = 'webhook_events'::regclass AND NOT t.tgisinternal
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = %I, pg_temp',
+                       fn, current_schema());
+    END LOOP;
+END
+$$;
