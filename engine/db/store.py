@@ -268,6 +268,11 @@ class Store:
         return (int(row["dead"]), int(row["live"])) if row else (0, 0)
 
     async def vacuum_queue(self) -> None:
+        if not await self._pool.fetchval(QUERIES["may_vacuum_queue"]):
+            raise asyncpg.InsufficientPrivilegeError(
+                "only the owner of webhook_queue (or, on Postgres 17+, a holder of MAINTAIN) "
+                "may vacuum it"
+            )
         await self._pool.execute(QUERIES["vacuum_queue"])
 
     async def release_unsent(self, pairs: Sequence[tuple[int, int]]) -> None:

@@ -11,7 +11,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from engine.db.store import create_roles, init_schema
+from engine.db.store import Store, create_roles, init_schema
 from tests.conftest import RunningEngine, make_config, wait_until
 from tests.integration.test_processes import run_cli
 from tests.receiver import Receiver
@@ -186,3 +186,29 @@ async def test_every_trigger_function_on_events_runs_as_owner_with_a_fixed_path(
     for row in rows:
         assert row["prosecdef"], row["proname"]
         assert row["proconfig"] == ["search_path=public, pg_temp"], row["proname"]
+
+
+async def test_the_daemon_role_is_told_when_it_may_not_vacuum_the_queue(
+    roles_db: asyncpg.Connection, dsn: str, login_as: list[str]
+) -> None:
+    db = roles_db
+    name = f"webhook_engine_test_daemon_{secrets.token_hex(4)}"
+    password = secrets.token_hex(16)
+    login_as.append(name)
+    await db.execute(
+        f"CREATE ROLE {name} LOGIN PASSWORD '{password}' IN ROLE webhook_engine_daemon"
+    )
+    maintain = int(await db.fetchval("SHOW server_version_num")) >= 170000
+
+    owner = await Store.open(dsn, pool_size=1, synchronous_commit="on")
+    daemon = await Store.open(as_user(dsn, name, password), pool_size=1, synchronous_commit="on")
+    try:
+        await owner.vacuum_queue()
+        if maintain:
+            await daemon.vacuum_queue()
+        else:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="owner of webhook_queue"):
+                await daemon.vacuum_queue()
+    finally:
+        await owner.close()
+        await daemon.close()
