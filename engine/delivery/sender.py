@@ -35,7 +35,7 @@ class Sender:
         resolver: AbstractResolver | None = None,
     ) -> None:
         self._ca_bundle = ca_bundle
-        self.networks = networks or NetworkPolicy()
+        self.networks = networks if networks is not None else NetworkPolicy()
         # The DNS look-up to filter; None: aiohttp's default. Tests inject names of their own.
         self._resolver = resolver
         self._timeout = aiohttp.ClientTimeout(total=total_timeout_s, connect=connect_timeout_s)

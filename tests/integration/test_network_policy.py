@@ -13,6 +13,7 @@ import pytest
 import structlog
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from engine.delivery.resolver import BlockedDestination, GuardedResolver
 from engine.delivery.sender import Sender
 from engine.models import OutgoingRequest
 from engine.wire.networks import NetworkPolicy
@@ -185,6 +186,18 @@ async def test_only_the_allowed_answers_of_a_name_are_connected_to(
     assert response.success, response.error
     assert allowed.requests == 1
     assert server.connections == 0
+
+
+async def test_every_look_up_is_filtered_so_a_rebound_name_is_refused() -> None:
+    # DNS rebinding: the name answers an allowed address, then an internal one. No earlier
+    # answer is trusted: each resolution is checked on its own, at connect time.
+    names = NameResolver({TEST_NAME: ["127.0.0.2"]})
+    guarded = GuardedResolver(names, NetworkPolicy.from_cidrs(["127.0.0.2/32"]))
+
+    assert [a["host"] for a in await guarded.resolve(TEST_NAME, 80)] == ["127.0.0.2"]
+    names.answers[TEST_NAME] = ["127.0.0.1"]
+    with pytest.raises(BlockedDestination, match=r"destination 127\.0\.0\.1 \(hooks"):
+        await guarded.resolve(TEST_NAME, 80)
 
 
 async def test_a_refused_delivery_is_a_logged_failure_then_arrives_once_allowed(
