@@ -185,13 +185,20 @@ RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     ) || '*'::text
 $$;
 
--- 32 random bytes from two v4 UUIDs (gen_random_uuid is core since Postgres 13, unlike pgcrypto).
+-- 32 bytes from the server's CSPRNG without needing pgcrypto: gen_random_uuid() (core since
+-- Postgres 13) draws from pg_strong_random, the same source as pgcrypto's gen_random_bytes, but
+-- each v4 UUID carries 6 fixed version bits. SHA-256 over three of them (366 random bits in,
+-- 256 out) gives 32 bytes with no fixed or biased bit.
 CREATE OR REPLACE FUNCTION webhook_engine_random_bytes()
 RETURNS bytea LANGUAGE sql VOLATILE AS $$
-    SELECT uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid())
+    SELECT sha256(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid())
+                  || uuid_send(gen_random_uuid()))
 $$;
 
--- Fill defaults and refuse bad webhook rows with a message that says what is wrong.
+-- Fill defaults and refuse bad webhook rows with a message that says what is wrong. Every
+-- refusal is our own RAISE, naming the column (COLUMN, asyncpg's `column_name`) and what is
+-- allowed, and runs before any CHECK or NOT NULL constraint: those print the whole row, secret
+-- and password included, in their DETAIL, to the client and to the server log.
 CREATE OR REPLACE FUNCTION webhook_engine_check_webhook()
 RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -199,57 +206,82 @@ DECLARE
     header record;
     key_bytes integer;
 BEGIN
+    IF NEW.status NOT IN ('active', 'paused', 'disabled') THEN
+        RAISE EXCEPTION 'webhooks.status must be active, paused or disabled, not %', NEW.status
+            USING ERRCODE = 'check_violation', COLUMN = 'status';
+    END IF;
+    IF NEW.auth_type NOT IN ('hmac', 'basic', 'none', 'token') THEN
+        RAISE EXCEPTION 'webhooks.auth_type must be hmac, basic, none or token, not %',
+            NEW.auth_type USING ERRCODE = 'check_violation', COLUMN = 'auth_type';
+    END IF;
+    IF NEW.maximum_events NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'webhooks.maximum_events must be from 1 to 10000, not %', NEW.maximum_events
+            USING ERRCODE = 'check_violation', COLUMN = 'maximum_events';
+    END IF;
+    IF NEW.maximum_size < 1 THEN
+        RAISE EXCEPTION 'webhooks.maximum_size must be 1 or more bytes, not %', NEW.maximum_size
+            USING ERRCODE = 'check_violation', COLUMN = 'maximum_size';
+    END IF;
+    IF NEW.consecutive_failures < 0 THEN
+        RAISE EXCEPTION 'webhooks.consecutive_failures must be 0 or more, not %',
+            NEW.consecutive_failures USING ERRCODE = 'check_violation', COLUMN = 'consecutive_failures';
+    END IF;
     NEW.method := upper(NEW.method);
     IF NEW.method NOT IN ('POST', 'PUT', 'PATCH')
        AND NOT (NEW.profile = 'norce' AND NEW.method IN ('GET', 'DELETE')) THEN
         RAISE EXCEPTION 'webhooks.method must be POST, PUT or PATCH (norce: also GET, DELETE), not %',
-            NEW.method USING ERRCODE = 'check_violation';
+            NEW.method USING ERRCODE = 'check_violation', COLUMN = 'method';
     END IF;
     IF NEW.url !~* '^https?://[^/\s?#]+' THEN
         RAISE EXCEPTION 'webhooks.url must be an absolute http:// or https:// URL, not %', NEW.url
-            USING ERRCODE = 'check_violation';
+            USING ERRCODE = 'check_violation', COLUMN = 'url';
     END IF;
     IF array_position(NEW.topics, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'webhooks.topics must not contain NULL' USING ERRCODE = 'check_violation';
+        RAISE EXCEPTION 'webhooks.topics must not contain NULL'
+            USING ERRCODE = 'check_violation', COLUMN = 'topics';
     END IF;
     FOREACH pattern IN ARRAY NEW.topics LOOP
         IF pattern !~ '^(\*|[^*]+\.\*|[^*]+)$' THEN
             RAISE EXCEPTION 'webhooks.topics entry "%" is not a topic, "*" or "prefix.*"', pattern
-                USING ERRCODE = 'check_violation';
+                USING ERRCODE = 'check_violation', COLUMN = 'topics';
         END IF;
     END LOOP;
     IF array_position(NEW.retry_schedule_s, NULL) IS NOT NULL
        OR 0 >= ANY (NEW.retry_schedule_s) OR cardinality(NEW.retry_schedule_s) = 0 THEN
         RAISE EXCEPTION 'webhooks.retry_schedule_s must list positive seconds, e.g. {5,300,1800}'
-            USING ERRCODE = 'check_violation';
+            USING ERRCODE = 'check_violation', COLUMN = 'retry_schedule_s';
     END IF;
-    IF NEW.max_consecutive_failures < 0 OR NEW.failure_window_max < 0 THEN
-        RAISE EXCEPTION 'webhooks.max_consecutive_failures and failure_window_max must be 0 (off) or more'
-            USING ERRCODE = 'check_violation';
+    IF NEW.max_consecutive_failures < 0 THEN
+        RAISE EXCEPTION 'webhooks.max_consecutive_failures must be 0 (off) or more'
+            USING ERRCODE = 'check_violation', COLUMN = 'max_consecutive_failures';
+    END IF;
+    IF NEW.failure_window_max < 0 THEN
+        RAISE EXCEPTION 'webhooks.failure_window_max must be 0 (off) or more'
+            USING ERRCODE = 'check_violation', COLUMN = 'failure_window_max';
     END IF;
     IF NEW.failure_window_s <= 0 THEN
         RAISE EXCEPTION 'webhooks.failure_window_s must be positive seconds'
-            USING ERRCODE = 'check_violation';
+            USING ERRCODE = 'check_violation', COLUMN = 'failure_window_s';
     END IF;
     IF jsonb_typeof(NEW.headers) <> 'object' THEN
         RAISE EXCEPTION 'webhooks.headers must be a JSON object of header name to string value'
-            USING ERRCODE = 'check_violation';
+            USING ERRCODE = 'check_violation', COLUMN = 'headers';
     END IF;
     FOR header IN SELECT key, value FROM jsonb_each(NEW.headers) LOOP
         IF header.key !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]+$' THEN
             RAISE EXCEPTION 'webhooks.headers name "%" is not a valid HTTP header name', header.key
-                USING ERRCODE = 'check_violation';
+                USING ERRCODE = 'check_violation', COLUMN = 'headers';
         END IF;
         IF lower(header.key) IN ('authorization', 'content-length', 'host', 'transfer-encoding',
                                  'webhook-id', 'webhook-timestamp', 'webhook-signature', 'auth',
                                  'x-idempotency-key', 'x-timestamp')
            OR lower(header.key) LIKE 'x-wc-webhook-%' THEN
             RAISE EXCEPTION 'webhooks.headers must not set "%": the engine sets it', header.key
-                USING ERRCODE = 'check_violation';
+                USING ERRCODE = 'check_violation', COLUMN = 'headers';
         END IF;
         IF jsonb_typeof(header.value) <> 'string' OR header.value #>> '{}' ~ '[\r\n\x01-\x08]' THEN
             RAISE EXCEPTION 'webhooks.headers value of "%" must be a string without CR or LF',
-                header.key USING ERRCODE = 'check_violation';
+                header.key USING ERRCODE = 'check_violation', COLUMN = 'headers';
         END IF;
     END LOOP;
     IF NEW.auth_type = 'hmac' AND NEW.profile = 'standard' THEN
@@ -258,17 +290,17 @@ BEGIN
         END IF;
         IF left(NEW.secret, 6) <> 'whsec_' THEN
             RAISE EXCEPTION 'webhooks.secret must have the form whsec_<base64 of 24 to 64 bytes>'
-                USING ERRCODE = 'check_violation';
+                USING ERRCODE = 'check_violation', COLUMN = 'secret';
         END IF;
         BEGIN
             key_bytes := length(decode(substr(NEW.secret, 7), 'base64'));
         EXCEPTION WHEN others THEN
             RAISE EXCEPTION 'webhooks.secret after "whsec_" is not valid base64'
-                USING ERRCODE = 'check_violation';
+                USING ERRCODE = 'check_violation', COLUMN = 'secret';
         END;
         IF key_bytes NOT BETWEEN 24 AND 64 THEN
             RAISE EXCEPTION 'webhooks.secret must hold 24 to 64 bytes, it holds %', key_bytes
-                USING ERRCODE = 'check_violation';
+                USING ERRCODE = 'check_violation', COLUMN = 'secret';
         END IF;
     ELSIF NEW.auth_type = 'basic' THEN
         -- As UltraCart: credentials left empty are generated (read them back with RETURNING).
@@ -280,7 +312,7 @@ BEGIN
         END IF;
         IF strpos(NEW.basic_username, ':') > 0 THEN
             RAISE EXCEPTION 'webhooks.basic_username must not contain ":"'
-                USING ERRCODE = 'check_violation';
+                USING ERRCODE = 'check_violation', COLUMN = 'basic_username';
         END IF;
     END IF;
     IF TG_OP = 'UPDATE' AND (NEW.name, NEW.url, NEW.method, NEW.topics, NEW.status, NEW.auth_type,
@@ -301,6 +333,7 @@ $$;
 
 -- Profiles: set what a profile decides before the general checks run (triggers fire in name
 -- order: webhook_engine_apply_profile before webhook_engine_check), and keep replaced secrets.
+-- Being first, it also refuses NULL in required columns (see webhook_engine_check_webhook).
 CREATE OR REPLACE FUNCTION webhook_engine_apply_profile()
 RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -308,14 +341,55 @@ DECLARE
     known CONSTANT text[] := ARRAY['entity', 'action', 'account', 'environment', 'id',
                                    'paymentName', 'channelName', 'channelUrl', 'resetKey',
                                    'orderRowId'];
+    required record;
 BEGIN
+    IF NEW.name IS NULL OR NEW.url IS NULL OR NEW.method IS NULL OR NEW.topics IS NULL
+       OR NEW.status IS NULL OR NEW.auth_type IS NULL OR NEW.headers IS NULL
+       OR NEW.maximum_events IS NULL OR NEW.maximum_size IS NULL
+       OR NEW.consecutive_failures IS NULL OR NEW.created_at IS NULL OR NEW.updated_at IS NULL
+       OR NEW.retry IS NULL OR NEW.profile IS NULL OR NEW.profile_options IS NULL
+       OR NEW.compress_events IS NULL OR NEW.previous_secrets IS NULL OR NEW.tenant IS NULL THEN
+        -- Rare: find which, and say what it may be instead.
+        FOR required IN
+            SELECT c.name, c.allowed
+            FROM (VALUES
+                ('name', 'text ('''' for none)'),
+                ('url', 'an absolute http:// or https:// URL'),
+                ('method', 'POST, PUT or PATCH (norce: also GET, DELETE)'),
+                ('topics', 'an array of topics, "*" or "prefix.*" (''{}'' for none)'),
+                ('status', 'active, paused or disabled'),
+                ('auth_type', 'hmac, basic, none or token'),
+                ('headers', 'a JSON object of header name to string value (''{}'' for none)'),
+                ('maximum_events', 'from 1 to 10000'),
+                ('maximum_size', '1 or more bytes'),
+                ('consecutive_failures', '0 or more'),
+                ('created_at', 'a timestamp'),
+                ('updated_at', 'a timestamp'),
+                ('retry', 'true or false'),
+                ('profile', 'standard, woocommerce, ultracart, readycloud or norce'),
+                ('profile_options', 'a JSON object (''{}'' for none)'),
+                ('compress_events', 'true or false'),
+                ('previous_secrets', 'a JSON array (''[]'' for none)'),
+                ('tenant', 'text ('''' is the default tenant)')
+            ) AS c(name, allowed)
+            WHERE to_jsonb(NEW) -> c.name = 'null'::jsonb
+            LIMIT 1
+        LOOP
+            RAISE EXCEPTION 'webhooks.% must be %, not NULL', required.name, required.allowed
+                USING ERRCODE = 'not_null_violation', COLUMN = required.name;
+        END LOOP;
+    END IF;
     IF NEW.profile NOT IN ('standard', 'woocommerce', 'ultracart', 'readycloud', 'norce') THEN
         RAISE EXCEPTION 'webhooks.profile must be standard, woocommerce, ultracart, readycloud or norce, not %',
-            NEW.profile USING ERRCODE = 'check_violation';
+            NEW.profile USING ERRCODE = 'check_violation', COLUMN = 'profile';
     END IF;
     IF jsonb_typeof(NEW.profile_options) <> 'object' THEN
         RAISE EXCEPTION 'webhooks.profile_options must be a JSON object'
-            USING ERRCODE = 'check_violation';
+            USING ERRCODE = 'check_violation', COLUMN = 'profile_options';
+    END IF;
+    IF jsonb_typeof(NEW.previous_secrets) <> 'array' THEN
+        RAISE EXCEPTION 'webhooks.previous_secrets must be a JSON array'
+            USING ERRCODE = 'check_violation', COLUMN = 'previous_secrets';
     END IF;
     IF NEW.profile = 'woocommerce' THEN
         -- One event per request, the body signed with the secret as it is (any string).
@@ -341,8 +415,8 @@ BEGIN
         END IF;
         IF NEW.url !~* '^https://'
            AND coalesce(current_setting('webhook_engine.allow_http', true), '') <> 'on' THEN
-            RAISE EXCEPTION 'readycloud webhooks need an https:// URL, not % (for tests only: SET webhook_engine.allow_http = on)',
-                NEW.url USING ERRCODE = 'check_violation';
+            RAISE EXCEPTION 'webhooks.url: readycloud webhooks need an https:// URL, not % (for tests only: SET webhook_engine.allow_http = on)',
+                NEW.url USING ERRCODE = 'check_violation', COLUMN = 'url';
         END IF;
         IF TG_OP = 'INSERT' THEN
             -- Suspended after failing more than 3 times within 6 hours.
@@ -358,18 +432,28 @@ BEGIN
             NEW.retry_schedule_s := '{600,600,600}';  -- 3 retries, 10 minutes apart
         END IF;
         FOR placeholder IN
-            SELECT m[1] FROM regexp_matches(coalesce(NEW.body_template, '') || ' ' || NEW.url,
+            SELECT m[1] FROM regexp_matches(coalesce(NEW.body_template, ''),
                                             '\{\{\s*([^}]*?)\s*\}\}', 'g') AS m
         LOOP
             IF NOT placeholder = ANY (known) THEN
-                RAISE EXCEPTION 'webhooks: unknown placeholder {{%}}; known: %', placeholder,
-                    array_to_string(known, ', ') USING ERRCODE = 'check_violation';
+                RAISE EXCEPTION 'webhooks.body_template has an unknown placeholder {{%}}; known: %',
+                    placeholder, array_to_string(known, ', ')
+                    USING ERRCODE = 'check_violation', COLUMN = 'body_template';
+            END IF;
+        END LOOP;
+        FOR placeholder IN
+            SELECT m[1] FROM regexp_matches(NEW.url, '\{\{\s*([^}]*?)\s*\}\}', 'g') AS m
+        LOOP
+            IF NOT placeholder = ANY (known) THEN
+                RAISE EXCEPTION 'webhooks.url has an unknown placeholder {{%}}; known: %',
+                    placeholder, array_to_string(known, ', ')
+                    USING ERRCODE = 'check_violation', COLUMN = 'url';
             END IF;
         END LOOP;
     END IF;
     IF NEW.profile <> 'norce' AND NEW.body_template IS NOT NULL THEN
         RAISE EXCEPTION 'webhooks.body_template is for the norce profile only'
-            USING ERRCODE = 'check_violation';
+            USING ERRCODE = 'check_violation', COLUMN = 'body_template';
     END IF;
     IF TG_OP = 'UPDATE' AND NEW.secret IS DISTINCT FROM OLD.secret AND OLD.secret IS NOT NULL
        AND NEW.previous_secrets IS NOT DISTINCT FROM OLD.previous_secrets THEN
@@ -521,3 +605,27 @@ ON CONFLICT DO NOTHING;
 INSERT INTO webhook_due (webhook_id, due_at)
 SELECT DISTINCT q.webhook_id, now() FROM webhook_queue AS q WHERE q.failed_at IS NULL
 ON CONFLICT DO NOTHING;
+
+-- ---------------------------------------------------------------------------------------------
+-- Security: event intake runs as the schema's owner. Keep this section last: it applies to
+-- every trigger function on webhook_events as it stands after the sections above.
+-- ---------------------------------------------------------------------------------------------
+-- An application may only INSERT into webhook_events (init-db --create-roles), yet the fan-out
+-- reads webhooks and writes the queue. So the functions behind webhook_events' triggers run as
+-- their owner (SECURITY DEFINER), with a fixed search_path so that no object of the inserting
+-- role's choosing (a table or function of the same name in another schema, or pg_temp) can be
+-- picked up instead of ours. CREATE OR REPLACE resets both attributes, so this runs after them.
+DO $$
+DECLARE
+    fn regprocedure;
+BEGIN
+    FOR fn IN
+        SELECT DISTINCT t.tgfoid::regprocedure
+        FROM pg_trigger AS t
+        WHERE t.tgrelid = 'webhook_events'::regclass AND NOT t.tgisinternal
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = %I, pg_temp',
+                       fn, current_schema());
+    END LOOP;
+END
+$$;

@@ -31,7 +31,9 @@ def write_config(path: Path, dsn: str, args: argparse.Namespace) -> Path:
         f"synchronous_commit = {json.dumps(args.synchronous_commit)}\n\n"
         "[delivery]\n"
         f"concurrency = {args.concurrency}\n"
-        f"per_endpoint_concurrency = {args.per_endpoint}\n",
+        f"per_endpoint_concurrency = {args.per_endpoint}\n"
+        # The bench receiver is on loopback, which the daemon refuses unless opened.
+        'allow_networks = ["127.0.0.0/8", "::1/128"]\n',
         encoding="utf-8",
     )
     return path

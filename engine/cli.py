@@ -17,7 +17,7 @@ import structlog
 from engine import daemon, logs
 from engine.aio import run_loop
 from engine.config import Config, ConfigError
-from engine.db.store import Store, init_schema
+from engine.db.store import Store, create_roles, init_schema
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,6 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("--config", help="TOML file (see config.example.toml)")
         command.add_argument("--dsn", help="Postgres DSN; overrides the file and the environment")
+    commands.choices["init-db"].add_argument(
+        "--create-roles",
+        action="store_true",
+        help="also create the webhook_engine_app and webhook_engine_daemon roles (see README)",
+    )
     commands.choices["run"].add_argument(
         "--burst", action="store_true", help="exit once nothing is left to deliver now"
     )
@@ -55,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = replace(config, database=replace(config.database, dsn=args.dsn))
     try:
         if args.command == "init-db":
-            return asyncio.run(_init_db(config.database.dsn))
+            return asyncio.run(_init_db(config.database.dsn, with_roles=args.create_roles))
         if args.command == "failed":
             return asyncio.run(_list_failed(config, args.webhook, args.limit))
         if args.command == "replay":
@@ -97,17 +102,20 @@ async def _store(config: Config) -> Store:
     )
 
 
-async def _init_db(dsn: str | None) -> int:
+async def _init_db(dsn: str | None, *, with_roles: bool = False) -> int:
     try:
         conn = await asyncpg.connect(dsn)
     except asyncpg.InvalidCatalogNameError:
         await _create_database(dsn)
         conn = await asyncpg.connect(dsn)
     try:
-        await init_schema(conn)
+        if with_roles:
+            await create_roles(conn)
+        else:
+            await init_schema(conn)
     finally:
         await conn.close()
-    structlog.get_logger("engine.cli").info("schema.ready")
+    structlog.get_logger("engine.cli").info("schema.ready", roles_created=with_roles)
     return 0
 
 

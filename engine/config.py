@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from engine.wire.networks import parse_networks
+
 
 class ConfigError(ValueError):
     """The configuration file or an override is not usable; the message says what and where."""
@@ -39,6 +41,9 @@ class DeliveryConfig:
     ca_bundle: str | None = None
     # After a webhook's secret changes, the old one keeps signing this long (rotation).
     previous_secret_ttl_s: float = 86400.0
+    # CIDR ranges opened despite being internal (loopback, private, link-local, ...): those are
+    # refused by default, so a webhook URL cannot reach the services beside the daemon.
+    allow_networks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,6 +187,10 @@ class Config:
                 raise ConfigError(f"retry.{name} must not be negative (0 turns it off)")
         if d.ca_bundle is not None and not Path(d.ca_bundle).is_file():
             raise ConfigError(f"delivery.ca_bundle {d.ca_bundle!r} is not a readable file")
+        try:
+            parse_networks(d.allow_networks)
+        except ValueError as exc:
+            raise ConfigError(f"delivery.allow_networks: {exc}") from None
         if d.lease_s <= d.total_timeout_s:
             raise ConfigError(
                 f"delivery.lease_s ({d.lease_s}) must exceed delivery.total_timeout_s "
@@ -225,4 +234,6 @@ def _coerce(value: Any, expected: str, where: str) -> Any:
         return value
     if expected == "tuple[float, ...]" and isinstance(value, list):
         return tuple(_coerce(item, "float", where) for item in value)
+    if expected == "tuple[str, ...]" and isinstance(value, list):
+        return tuple(_coerce(item, "str", where) for item in value)
     raise ConfigError(f"{where} must be {expected}, got {value!r}")

@@ -26,6 +26,7 @@ from engine.models import Outcome
 from engine.ops.pruner import Pruner
 from engine.ops.stats import StatsLogger
 from engine.ops.vacuum import QueueVacuum
+from engine.wire.networks import NetworkPolicy
 
 log = structlog.get_logger("engine.daemon")
 
@@ -87,6 +88,7 @@ async def run(
             total_timeout_s=d.total_timeout_s,
             response_limit_chars=config.recorder.log_body_limit_chars,
             ca_bundle=d.ca_bundle,
+            networks=NetworkPolicy.from_cidrs(d.allow_networks),
         ) as sender:
             worker = Worker(
                 sender,

@@ -10,7 +10,13 @@ def test_settings(dsn: str, **sections: dict[str, Any]) -> dict[str, dict[str, A
     `sections` override per key (e.g. delivery={"per_endpoint_concurrency": 1})."""
     raw: dict[str, dict[str, Any]] = {
         "database": {"dsn": dsn},
-        "delivery": {"poll_interval_s": 0.5, "connect_timeout_s": 2.0, "total_timeout_s": 5.0},
+        "delivery": {
+            "poll_interval_s": 0.5,
+            "connect_timeout_s": 2.0,
+            "total_timeout_s": 5.0,
+            # The receivers are on loopback, which the daemon refuses unless opened.
+            "allow_networks": ["127.0.0.0/8", "::1/128"],
+        },
         "retry": {
             "schedule_s": [0.2, 0.3, 0.5, 0.5, 0.5, 0.5],
             "jitter": 0.0,

@@ -100,6 +100,15 @@ async def init_schema(conn: asyncpg.Connection) -> None:
         await conn.execute(schema_sql())
 
 
+async def create_roles(conn: asyncpg.Connection) -> None:
+    """The schema, then the webhook_engine_app and webhook_engine_daemon roles and their grants."""
+    roles = resources.files("engine.db").joinpath("sql/roles.sql").read_text("utf-8")
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK_KEY)
+        await conn.execute(schema_sql())
+        await conn.execute(roles)
+
+
 class Store:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -295,6 +304,11 @@ class Store:
         return (int(row["dead"]), int(row["live"])) if row else (0, 0)
 
     async def vacuum_queue(self) -> None:
+        if not await self._pool.fetchval(QUERIES["may_vacuum_queue"]):
+            raise asyncpg.InsufficientPrivilegeError(
+                "only the owner of webhook_queue (or, on Postgres 17+, a holder of MAINTAIN) "
+                "may vacuum it"
+            )
         await self._pool.execute(QUERIES["vacuum_queue"])
 
     async def release_unsent(self, pairs: Sequence[tuple[int, int]]) -> None:

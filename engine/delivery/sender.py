@@ -1,4 +1,5 @@
-"""HTTP: one aiohttp session for the process, timeouts, no redirects, capped response reading."""
+"""HTTP: one aiohttp session for the process, timeouts, no redirects, capped response reading,
+no connections into blocked networks (engine/wire/networks.py), TLS 1.2 or newer, no proxy."""
 
 from __future__ import annotations
 
@@ -8,9 +9,17 @@ from datetime import UTC, datetime
 from types import TracebackType
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
+from engine.delivery.resolver import BlockedDestination, GuardedResolver
 from engine.models import OutgoingRequest, Response
+from engine.wire.networks import NetworkPolicy, literal_host
 from engine.wire.redact import truncate_bytes
+
+# Response head limits: a receiver cannot make us buffer an unbounded status line or headers.
+MAX_LINE_BYTES = 8190
+MAX_FIELD_BYTES = 8190
+MAX_HEADERS = 128
 
 
 class Sender:
@@ -22,8 +31,13 @@ class Sender:
         total_timeout_s: float,
         response_limit_chars: int,
         ca_bundle: str | None = None,
+        networks: NetworkPolicy | None = None,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self._ca_bundle = ca_bundle
+        self.networks = networks if networks is not None else NetworkPolicy()
+        # The DNS look-up to filter; None: aiohttp's default. Tests inject names of their own.
+        self._resolver = resolver
         self._timeout = aiohttp.ClientTimeout(total=total_timeout_s, connect=connect_timeout_s)
         self._total_timeout_s = total_timeout_s
         self._read_limit_bytes = response_limit_chars * 4
@@ -32,16 +46,28 @@ class Sender:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Sender:
-        # TLS is always verified; a CA bundle replaces the system's trust store when given.
-        tls = ssl.create_default_context(cafile=self._ca_bundle) if self._ca_bundle else True
-        connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=0, ssl=tls)
+        resolver = GuardedResolver(self._resolver or aiohttp.DefaultResolver(), self.networks)
+        connector = aiohttp.TCPConnector(
+            limit=self._concurrency, limit_per_host=0, ssl=self.tls_context(), resolver=resolver
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
+            # HTTP(S)_PROXY from the environment would route requests past the network policy.
+            trust_env=False,
+            max_line_size=MAX_LINE_BYTES,
+            max_field_size=MAX_FIELD_BYTES,
+            max_headers=MAX_HEADERS,
         )
         return self
+
+    def tls_context(self) -> ssl.SSLContext:
+        """Always verified; a CA bundle replaces the system's trust store when given."""
+        context = ssl.create_default_context(cafile=self._ca_bundle)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
 
     async def __aexit__(
         self,
@@ -61,6 +87,7 @@ class Sender:
         body: str | None = None
         error: str | None = None
         try:
+            self._check_literal_host(request.url)
             async with self._session.request(
                 request.method,
                 request.url,
@@ -82,16 +109,24 @@ class Sender:
                 error = f"HTTP {status}"
         except TimeoutError:
             error = f"timeout: no complete response within {self._total_timeout_s:g}s"
+        except BlockedDestination as exc:
+            error = str(exc)
         except aiohttp.ClientConnectorCertificateError as exc:
             error = f"TLS certificate error: {exc.certificate_error}"
         except aiohttp.ClientSSLError as exc:
             error = f"TLS error: {exc}"
         except aiohttp.ClientConnectorError as exc:
-            error = f"connection failed: {exc.os_error.strerror or exc.os_error}"
+            if isinstance(exc.os_error, BlockedDestination):
+                error = str(exc.os_error)
+            else:
+                error = f"connection failed: {exc.os_error.strerror or exc.os_error}"
         except aiohttp.ServerDisconnectedError:
             error = "connection closed by the server before a complete response"
         except aiohttp.ClientPayloadError as exc:
             error = f"response body broken off: {exc}"
+        except aiohttp.ClientResponseError as exc:
+            # Raised while reading the response head (we never raise for a status).
+            error = _bad_head(exc.message)
         except aiohttp.InvalidURL as exc:
             error = f"invalid URL: {exc}"
         except (aiohttp.ClientError, ssl.SSLError, OSError) as exc:
@@ -106,6 +141,13 @@ class Sender:
             error=error,
         )
 
+    def _check_literal_host(self, url: str) -> None:
+        """A literal IP never goes through the resolver, so the policy is applied here."""
+        address = literal_host(url)
+        refusal = self.networks.refusal(address) if address is not None else None
+        if refusal is not None:
+            raise BlockedDestination(refusal)
+
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
         """Read at most the log limit of the body; never the whole of a large one into memory."""
         chunks: list[bytes] = []
@@ -117,6 +159,15 @@ class Sender:
             chunks.append(chunk)
             size += len(chunk)
         return b"".join(chunks), resp.content.at_eof()
+
+
+def _bad_head(message: str) -> str:
+    if "Got more than" in message or "Too many headers" in message:
+        return (
+            f"response head too large: a line over {MAX_FIELD_BYTES} bytes "
+            f"or more than {MAX_HEADERS} headers"
+        )
+    return f"invalid HTTP response: {message[:200]}"
 
 
 def _flatten_headers(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, str]:

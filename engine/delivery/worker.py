@@ -13,6 +13,7 @@ from engine.delivery.policy import RetryPolicy, parse_retry_after
 from engine.delivery.sender import Sender
 from engine.models import Batch, LogRow, Outcome, OutgoingRequest, Response, Webhook
 from engine.wire import profiles
+from engine.wire.networks import literal_host
 from engine.wire.redact import headers_json, truncate_bytes
 
 log = structlog.get_logger("engine.worker")
@@ -33,8 +34,11 @@ class Worker:
         self._user_agent = user_agent
         self._body_limit = log_body_limit_chars
         self._secret_ttl_s = previous_secret_ttl_s
+        # Webhooks already checked for a literal IP in a blocked network: warn once per process.
+        self._destination_checked: set[int] = set()
 
     async def deliver(self, webhook: Webhook, batch: Batch) -> Outcome:
+        self._warn_blocked_destination(webhook)
         request_id = uuid.uuid4()
         note = _oversize_note(webhook, batch)
         request, response = await self._exchange(webhook, batch)
@@ -71,6 +75,16 @@ class Worker:
             gone=gone,
             retry_after_s=_retry_after(response),
         )
+
+    def _warn_blocked_destination(self, webhook: Webhook) -> None:
+        """Say once that a webhook was saved with a literal IP the daemon will never connect to."""
+        if webhook.id in self._destination_checked:
+            return
+        self._destination_checked.add(webhook.id)
+        address = literal_host(webhook.url)
+        refusal = self._sender.networks.refusal(address) if address is not None else None
+        if refusal is not None:
+            log.warning("webhook.destination_blocked", webhook_id=webhook.id, error=refusal)
 
     async def _exchange(self, webhook: Webhook, batch: Batch) -> tuple[OutgoingRequest, Response]:
         """Build the request in the webhook's profile and send it."""

@@ -86,8 +86,16 @@ async def test_webhook_defaults(db: asyncpg.Connection) -> None:
         ("url, secret", "'http://127.0.0.1:9/', 'whsec_!!!'", "not valid base64"),
         ("url, secret", "'http://127.0.0.1:9/', 'whsec_c2hvcnQ='", "24 to 64 bytes"),
         ("url, method", "'http://127.0.0.1:9/', 'DELETE'", "POST, PUT or PATCH"),
-        ("url, status", "'http://127.0.0.1:9/', 'sleeping'", "webhooks_status_check"),
-        ("url, maximum_events", "'http://127.0.0.1:9/', 0", "maximum_events_check"),
+        (
+            "url, status",
+            "'http://127.0.0.1:9/', 'sleeping'",
+            "webhooks.status must be active, paused or disabled",
+        ),
+        (
+            "url, maximum_events",
+            "'http://127.0.0.1:9/', 0",
+            "webhooks.maximum_events must be from 1 to 10000",
+        ),
         ("url, headers", "'http://127.0.0.1:9/', '{\"X-A\": \"a\\nb\"}'", "without CR or LF"),
         ("url, headers", "'http://127.0.0.1:9/', '{\"webhook-signature\": \"x\"}'", "must not set"),
         ("url, headers", "'http://127.0.0.1:9/', '[1]'", "JSON object"),

@@ -118,6 +118,13 @@ def test_empty_env_dsn_keeps_the_file_value(tmp_path: Path) -> None:
         ('[delivery]\ntotal_timeout_s = "30"\n', ["total_timeout_s"]),
         ("[database]\ndsn = 5\n", ["dsn"]),
         ("[delivery]\nuser_agent = 1\n", ["user_agent"]),
+        ('[delivery]\nallow_networks = "10.0.0.0/8"\n', ["allow_networks"]),
+        ("[delivery]\nallow_networks = [10]\n", ["allow_networks"]),
+        (
+            '[delivery]\nallow_networks = ["10.0.0.1/8"]\n',
+            ["delivery.allow_networks", "10.0.0.1/8"],
+        ),
+        ('[delivery]\nallow_networks = ["intranet"]\n', ["delivery.allow_networks", "intranet"]),
         ("delivery = 5\n", ["delivery"]),
         ("[delivery]\nconcurrency = 0\n", ["delivery.concurrency"]),
         ("[database]\npool_size = -1\n", ["database.pool_size"]),
@@ -180,3 +187,16 @@ def test_nan_durations_are_rejected(tmp_path: Path, key: str) -> None:
 
     with pytest.raises(ConfigError, match=key):
         Config.load(path, env={})
+
+
+def test_allow_networks_default_empty_and_read_as_a_tuple(tmp_path: Path) -> None:
+    assert Config().delivery.allow_networks == ()
+    text = '[delivery]\nallow_networks = ["127.0.0.0/8", "::1/128"]\n'
+    config = Config.load(write(tmp_path, text), env={})
+    assert config.delivery.allow_networks == ("127.0.0.0/8", "::1/128")
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "config.example.toml"
+    config = Config.load(example, env={})
+    assert "127.0.0.0/8" in config.delivery.allow_networks

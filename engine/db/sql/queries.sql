@@ -297,6 +297,16 @@ SELECT coalesce(n_dead_tup, 0) AS dead, coalesce(n_live_tup, 0) AS live
 FROM pg_stat_user_tables
 WHERE relid = 'webhook_queue'::regclass;
 
+-- name: may_vacuum_queue
+-- VACUUM by a role without the right only warns and does nothing, so ask first: the owner (or a
+-- member of it, or a superuser), or on Postgres 17+ a holder of MAINTAIN. CASE keeps 'MAINTAIN'
+-- from being evaluated on servers that do not know it.
+SELECT pg_has_role(c.relowner, 'USAGE')
+       OR CASE WHEN current_setting('server_version_num')::integer >= 170000
+               THEN has_table_privilege(c.oid, 'MAINTAIN') ELSE false END
+FROM pg_class AS c
+WHERE c.oid = 'webhook_queue'::regclass;
+
 -- name: vacuum_queue
 -- SKIP_LOCKED: when another daemon is already vacuuming, do nothing rather than wait.
 VACUUM (SKIP_LOCKED, ANALYZE) webhook_queue;
