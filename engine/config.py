@@ -85,10 +85,11 @@ class RetentionConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class MaintenanceConfig:
-    # Delivered queue rows are deleted at once, which leaves dead rows that slow every claim
-    # until vacuumed. Every this many seconds the daemon checks the queue's dead-row count and
-    # vacuums it when there are at least queue_vacuum_min_dead dead rows and they are at least
-    # 5 % of the live ones, whatever autovacuum is doing. 0 turns it off.
+    # Delivered queue rows are deleted at once (and due/arrival rows rewritten every pass), which
+    # leaves dead rows that slow every claim until vacuumed. Every this many seconds the daemon
+    # checks the dead-row counts of webhook_queue, webhook_due and webhook_arrivals and vacuums
+    # each that has at least queue_vacuum_min_dead dead rows, at least 5 % of its live ones,
+    # whatever autovacuum is doing. 0 turns it off.
     queue_vacuum_check_s: float = 5.0
     queue_vacuum_min_dead: int = 5000
 

@@ -63,6 +63,17 @@ class ClaimBudget:
     max_bytes: int
 
 
+# Tables whose rows are deleted or rewritten all the time: the daemon vacuums them itself.
+CHURNING = ("webhook_queue", "webhook_due", "webhook_arrivals")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TableTuples:
+    name: str
+    dead: int
+    live: int
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DueWebhook:
     """An endpoint of the due set, as one pass saw it: `version` identifies what had arrived
@@ -298,18 +309,22 @@ class Store:
         status = await self._pool.execute(QUERIES[query], older_than_s, batch)
         return int(status.split()[-1])
 
-    async def queue_tuples(self) -> tuple[int, int]:
-        """(dead, live) rows of webhook_queue, as the statistics collector counts them."""
-        row = await self._pool.fetchrow(QUERIES["queue_tuples"])
-        return (int(row["dead"]), int(row["live"])) if row else (0, 0)
+    async def churn_tuples(self) -> list[TableTuples]:
+        """Dead and live rows of the tables that churn (see CHURNING), as the statistics
+        collector counts them."""
+        rows = await self._pool.fetch(QUERIES["churn_tuples"])
+        return [TableTuples(name=r["name"], dead=int(r["dead"]), live=int(r["live"])) for r in rows]
 
-    async def vacuum_queue(self) -> None:
-        if not await self._pool.fetchval(QUERIES["may_vacuum_queue"]):
+    async def vacuum(self, table: str) -> None:
+        """VACUUM one of CHURNING; refused clearly when this role may not."""
+        if table not in CHURNING:
+            raise ValueError(f"{table} is not one of {', '.join(CHURNING)}")
+        if not await self._pool.fetchval(QUERIES["may_vacuum"], table):
             raise asyncpg.InsufficientPrivilegeError(
-                "only the owner of webhook_queue (or, on Postgres 17+, a holder of MAINTAIN) "
+                f"only the owner of {table} (or, on Postgres 17+, a holder of MAINTAIN) "
                 "may vacuum it"
             )
-        await self._pool.execute(QUERIES["vacuum_queue"])
+        await self._pool.execute(QUERIES[f"vacuum_{table}"])
 
     async def release_unsent(self, pairs: Sequence[tuple[int, int]]) -> None:
         if pairs:

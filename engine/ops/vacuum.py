@@ -1,6 +1,7 @@
-"""Keep the queue table small: delivered rows are deleted at once, and their dead versions would
-slow every claim (index scans walk them) until vacuumed. Autovacuum may be off or behind, so the
-daemon checks and vacuums the queue itself when it is mostly dead rows."""
+"""Keep the churning tables small: delivered queue rows are deleted at once, arrivals are moved
+on every pass and due rows rewritten, and their dead versions would slow every claim and pass
+(index scans walk them) until vacuumed. Autovacuum may be off or behind, so the daemon checks
+and vacuums each of them itself when it is mostly dead rows."""
 
 from __future__ import annotations
 
@@ -33,20 +34,21 @@ class QueueVacuum:
 
     async def _check(self) -> None:
         try:
-            dead, live = await self._store.queue_tuples()
-            # Enough dead rows, and enough of the table (a big held backlog must not stop it).
-            if dead < self._config.queue_vacuum_min_dead or dead * 20 < live:
-                return
-            started = time.perf_counter()
-            await self._store.vacuum_queue()
-            log.info(
-                "queue.vacuumed",
-                dead_rows=dead,
-                live_rows=live,
-                duration_ms=round((time.perf_counter() - started) * 1000),
-            )
+            for table in await self._store.churn_tuples():
+                # Enough dead rows, and enough of the table (a big held backlog must not stop it).
+                if table.dead < self._config.queue_vacuum_min_dead or table.dead * 20 < table.live:
+                    continue
+                started = time.perf_counter()
+                await self._store.vacuum(table.name)
+                log.info(
+                    "queue.vacuumed",
+                    table=table.name,
+                    dead_rows=table.dead,
+                    live_rows=table.live,
+                    duration_ms=round((time.perf_counter() - started) * 1000),
+                )
         except asyncpg.InsufficientPrivilegeError as exc:
-            # Not the table's owner: leave it to autovacuum, and say so once.
+            # Not the tables' owner: leave it to autovacuum, and say so once.
             self._refused = True
             log.warning("queue.vacuum_not_permitted", error=str(exc))
         except DB_ERRORS as exc:

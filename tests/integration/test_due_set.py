@@ -155,3 +155,29 @@ async def test_endpoints_with_rows_left_go_to_the_back_of_the_line(
     )
     second = await store.due_webhooks(2)
     assert ids(second) == set(hooks) - ids(served), "the others are served next"
+
+
+async def test_the_scheduling_tables_are_vacuumed_like_the_queue(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    hook = await add_webhook(db, "http://127.0.0.1:9/h", ["*"])
+    for _ in range(3):
+        await add_event(db, "order.created", {})
+    for _ in range(20):  # each pass rewrites the due row
+        due = await store.due_webhooks(10)
+        await store.settle_due([Settlement(webhook_id=hook, version=due[0].version, mode="next")])
+    assert {t.name for t in await store.churn_tuples()} == {
+        "webhook_queue",
+        "webhook_due",
+        "webhook_arrivals",
+    }
+    for table in ("webhook_queue", "webhook_due", "webhook_arrivals"):
+        await store.vacuum(table)
+    assert (
+        await db.fetchval(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'webhook_due'"
+        )
+        >= 1
+    )
+    with pytest.raises(ValueError, match="webhooks is not one of"):
+        await store.vacuum("webhooks")

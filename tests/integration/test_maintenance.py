@@ -26,7 +26,9 @@ async def test_queue_is_vacuumed_after_heavy_churn(
         await wait_until(lambda: queue_empty(db), within_s=30, what="queue drained")
 
         async def vacuumed() -> bool:
-            return any(e["event"] == "queue.vacuumed" for e in logs)
+            return any(
+                e["event"] == "queue.vacuumed" and e["table"] == "webhook_queue" for e in logs
+            )
 
         await wait_until(vacuumed, within_s=15, what="the queue vacuumed")
     stats = await db.fetchrow(
@@ -34,5 +36,7 @@ async def test_queue_is_vacuumed_after_heavy_churn(
     )
     assert stats is not None
     assert stats["vacuum_count"] >= 1
-    event = next(e for e in logs if e["event"] == "queue.vacuumed")
+    event = next(
+        e for e in logs if e["event"] == "queue.vacuumed" and e["table"] == "webhook_queue"
+    )
     assert event["dead_rows"] >= 1000

@@ -203,12 +203,12 @@ async def test_the_daemon_role_is_told_when_it_may_not_vacuum_the_queue(
     owner = await Store.open(dsn, pool_size=1, synchronous_commit="on")
     daemon = await Store.open(as_user(dsn, name, password), pool_size=1, synchronous_commit="on")
     try:
-        await owner.vacuum_queue()
+        await owner.vacuum("webhook_queue")
         if maintain:
-            await daemon.vacuum_queue()
+            await daemon.vacuum("webhook_queue")
         else:
             with pytest.raises(asyncpg.InsufficientPrivilegeError, match="owner of webhook_queue"):
-                await daemon.vacuum_queue()
+                await daemon.vacuum("webhook_queue")
     finally:
         await owner.close()
         await daemon.close()

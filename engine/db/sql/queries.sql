@@ -291,22 +291,30 @@ WHERE id IN (
     FOR UPDATE SKIP LOCKED
 );
 
--- name: queue_tuples
--- Dead and live rows of the queue, from the statistics collector (cheap, approximate).
-SELECT coalesce(n_dead_tup, 0) AS dead, coalesce(n_live_tup, 0) AS live
-FROM pg_stat_user_tables
-WHERE relid = 'webhook_queue'::regclass;
+-- name: churn_tuples
+-- Dead and live rows of the tables that churn (every delivered event deletes a queue row, every
+-- pass moves arrivals and updates due rows), from the statistics collector (cheap, approximate).
+SELECT c.relname AS name, coalesce(s.n_dead_tup, 0) AS dead, coalesce(s.n_live_tup, 0) AS live
+FROM pg_class AS c
+LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid
+WHERE c.oid = ANY (ARRAY['webhook_queue', 'webhook_due', 'webhook_arrivals']::regclass[]);
 
--- name: may_vacuum_queue
+-- name: may_vacuum
 -- VACUUM by a role without the right only warns and does nothing, so ask first: the owner (or a
 -- member of it, or a superuser), or on Postgres 17+ a holder of MAINTAIN. CASE keeps 'MAINTAIN'
--- from being evaluated on servers that do not know it.
+-- from being evaluated on servers that do not know it. $1: the table.
 SELECT pg_has_role(c.relowner, 'USAGE')
        OR CASE WHEN current_setting('server_version_num')::integer >= 170000
                THEN has_table_privilege(c.oid, 'MAINTAIN') ELSE false END
 FROM pg_class AS c
-WHERE c.oid = 'webhook_queue'::regclass;
+WHERE c.oid = $1::regclass;
 
--- name: vacuum_queue
 -- SKIP_LOCKED: when another daemon is already vacuuming, do nothing rather than wait.
+-- name: vacuum_webhook_queue
 VACUUM (SKIP_LOCKED, ANALYZE) webhook_queue;
+
+-- name: vacuum_webhook_due
+VACUUM (SKIP_LOCKED, ANALYZE) webhook_due;
+
+-- name: vacuum_webhook_arrivals
+VACUUM (SKIP_LOCKED, ANALYZE) webhook_arrivals;
