@@ -239,6 +239,9 @@ class Store:
     async def list_failed(self, webhook_id: int | None, limit: int) -> list[asyncpg.Record]:
         return list(await self._pool.fetch(QUERIES["list_failed"], webhook_id, limit))
 
+    async def webhook_exists(self, webhook_id: int) -> bool:
+        return bool(await self._pool.fetchval(QUERIES["webhook_exists"], webhook_id))
+
     async def replay_failed(
         self, webhook_id: int | None, event_ids: Sequence[int] | None = None
     ) -> int:

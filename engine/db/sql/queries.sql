@@ -215,3 +215,7 @@ WHERE relid = 'webhook_queue'::regclass;
 -- name: vacuum_queue
 -- SKIP_LOCKED: when another daemon is already vacuuming, do nothing rather than wait.
 VACUUM (SKIP_LOCKED, ANALYZE) webhook_queue;
+
+-- name: webhook_exists
+-- For the CLI: a clear "no such webhook" instead of an empty answer.
+SELECT EXISTS (SELECT 1 FROM webhooks WHERE id = $1);
