@@ -410,3 +410,16 @@ CREATE TRIGGER webhook_engine_fan_out
     AFTER INSERT ON webhook_events
     REFERENCING NEW TABLE AS new_events
     FOR EACH STATEMENT EXECUTE FUNCTION webhook_engine_fan_out();
+
+-- ---- Truncated log bodies (operations) ----------------------------------------------------------
+-- webhook_logs keeps the first recorder.log_body_limit_chars characters of each body. When a
+-- body was cut, its original size in bytes is here, so nobody takes the start for the whole;
+-- NULL means the stored body is the whole body.
+ALTER TABLE webhook_logs ADD COLUMN IF NOT EXISTS request_body_size bigint;
+ALTER TABLE webhook_logs ADD COLUMN IF NOT EXISTS response_body_size bigint;
+COMMENT ON COLUMN webhook_logs.request_body_size IS
+    'Bytes of the request body when request_body holds only its start; NULL: request_body is whole.';
+COMMENT ON COLUMN webhook_logs.response_body_size IS
+    'Bytes of the response body when response_body holds only its start (from Content-Length when '
+    'the body was not read to its end; if the receiver sent none, the bytes read, and note says '
+    'the full size is unknown); NULL: response_body is whole.';

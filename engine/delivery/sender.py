@@ -10,7 +10,7 @@ from types import TracebackType
 import aiohttp
 
 from engine.models import OutgoingRequest, Response
-from engine.wire.redact import truncate_bytes
+from engine.wire.redact import truncate_body
 
 
 class Sender:
@@ -59,6 +59,8 @@ class Sender:
         status: int | None = None
         headers: dict[str, str] = {}
         body: str | None = None
+        body_size: int | None = None
+        body_size_known = True
         error: str | None = None
         try:
             async with self._session.request(
@@ -71,7 +73,9 @@ class Sender:
                 status = resp.status
                 headers = _flatten_headers(resp.headers)
                 raw, complete = await self._read_capped(resp)
-                body = truncate_bytes(raw, self._response_limit_chars)
+                body, cut = truncate_body(raw, self._response_limit_chars)
+                if cut or not complete:
+                    body_size, body_size_known = _body_size(resp, raw, complete)
                 if not complete:
                     # Drop the connection instead of draining a body we will not keep.
                     resp.close()
@@ -104,6 +108,8 @@ class Sender:
             headers=headers,
             body=body,
             error=error,
+            body_size=body_size,
+            body_size_known=body_size_known,
         )
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
@@ -117,6 +123,17 @@ class Sender:
             chunks.append(chunk)
             size += len(chunk)
         return b"".join(chunks), resp.content.at_eof()
+
+
+def _body_size(resp: aiohttp.ClientResponse, raw: bytes, complete: bool) -> tuple[int, bool]:
+    """The size of a body we keep only the start of, and whether it is exact: read to its end,
+    or declared by an uncompressed response's Content-Length; else the bytes read."""
+    if complete:
+        return len(raw), True
+    encoding = resp.headers.get("Content-Encoding", "identity").lower()
+    if resp.content_length is not None and encoding == "identity":
+        return resp.content_length, True
+    return len(raw), False
 
 
 def _flatten_headers(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, str]:
