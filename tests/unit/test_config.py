@@ -180,3 +180,11 @@ def test_nan_durations_are_rejected(tmp_path: Path, key: str) -> None:
 
     with pytest.raises(ConfigError, match=key):
         Config.load(path, env={})
+
+
+def test_the_example_config_loads_and_names_no_database() -> None:
+    # The README's first command runs with it on a machine without Postgres: no DSN means the
+    # embedded server.
+    example = Path(__file__).resolve().parents[2] / "config.example.toml"
+    config = Config.load(example, env={})
+    assert config.database.dsn is None
