@@ -97,15 +97,15 @@ class EmbeddedPostgres:
         path = self.data_dir / SETTINGS_FILE
         try:
             raw = orjson.loads(path.read_bytes())
+            return Connection(port=int(raw["port"]), password=str(raw["password"]))
         except FileNotFoundError:
             raise EmbeddedError(
                 f"no embedded Postgres in {self.data_dir} yet: `webhook-engine run` creates it"
             ) from None
         except OSError as exc:
             raise EmbeddedError(f"cannot read {path}: {exc.strerror}") from None
-        except orjson.JSONDecodeError:
-            raise EmbeddedError(f"{path} is damaged: it is not JSON") from None
-        return Connection(port=int(raw["port"]), password=str(raw["password"]))
+        except (ValueError, KeyError, TypeError):  # orjson.JSONDecodeError is a ValueError
+            raise EmbeddedError(f"{path} is damaged: expected port and password") from None
 
     def running(self) -> bool:
         if not (self.data_dir / "PG_VERSION").is_file():
@@ -118,7 +118,7 @@ class EmbeddedPostgres:
         if not self.initialized:
             self._initdb()
         elif self._user is not None:
-            self._grant_search(self.data_dir.parent)
+            self._prepare_for_server_user()
         if self.running():
             return False
         started = time.monotonic()

@@ -62,21 +62,26 @@ def write_config(path: Path) -> Path:
     return path
 
 
-async def printed_dsn(data_dir: Path) -> str:
+async def cli(*args: str) -> tuple[int, str, str]:
+    """`webhook-engine *args` in the clean environment: exit code, stdout, stderr."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "engine.cli",
-        "dsn",
-        "--data-dir",
-        str(data_dir),
+        *args,
         env=clean_env(),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0, err.decode()
-    return out.decode().strip()
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def printed_dsn(data_dir: Path) -> str:
+    code, out, err = await cli("dsn", "--data-dir", str(data_dir))
+    assert code == 0, err
+    return out.strip()
 
 
 def logged(daemon: DaemonProcess, event: str) -> dict[str, object]:
@@ -132,18 +137,25 @@ async def test_run_without_a_dsn_starts_embedded_postgres_and_delivers(
 
 
 async def test_dsn_without_an_embedded_server_says_how_to_create_it(data_dir: Path) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "engine.cli",
-        "dsn",
-        "--data-dir",
-        str(data_dir),
-        env=clean_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    code, out, err = await cli("dsn", "--data-dir", str(data_dir))
+    assert code == 1
+    assert out == ""
+    assert err.count("\n") == 1 and "`webhook-engine run` creates it" in err
+
+
+@pytest.fixture
+def occupied_dir(data_dir: Path) -> Path:
+    data_dir.mkdir()
+    (data_dir / "notes.txt").write_text("mine")
+    return data_dir
+
+
+async def test_a_data_dir_holding_something_else_is_refused(occupied_dir: Path) -> None:
+    data_dir = occupied_dir
+    code, _, err = await cli("run", "--data-dir", str(data_dir))
+    assert code == 1
+    assert err == (
+        f"webhook-engine: {data_dir} is not empty and holds no embedded Postgres: "
+        "choose another --data-dir\n"
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 1
-    assert out == b""
-    assert err.decode().count("\n") == 1 and "webhook-engine run" in err.decode()
+    assert sorted(p.name for p in data_dir.iterdir()) == ["notes.txt"]
