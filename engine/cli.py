@@ -63,8 +63,10 @@ class Command:
     help: str
     handler: Callable[[Invocation], int]
     arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
-    # Needs a database: with none configured, the embedded one is started for it.
+    # Needs a database: with none configured, the embedded one is started for it, with its
+    # schema (unless the command creates the schema itself).
     database: bool = True
+    creates_schema: bool = False
     # The daemon logs to stdout (journald); other commands keep stdout for their output.
     logs_to_stdout: bool = False
 
@@ -135,7 +137,12 @@ def _dsn_command(invocation: Invocation) -> int:
 
 # The subcommands, in the order `--help` lists them. Add new ones here.
 COMMANDS: tuple[Command, ...] = (
-    Command(name="init-db", help="create the schema (safe to run again)", handler=_init_db_command),
+    Command(
+        name="init-db",
+        help="create the schema (safe to run again)",
+        handler=_init_db_command,
+        creates_schema=True,
+    ),
     Command(
         name="run",
         help="deliver webhooks until SIGTERM/SIGINT",
@@ -180,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = dsn_text.describe(config.database.dsn)
         if not command.database:
             return command.handler(Invocation(args=args, config=config))
-        with _database(config, args) as config:
+        with _database(config, args, schema=not command.creates_schema) as config:
             where = dsn_text.describe(config.database.dsn)
             return command.handler(Invocation(args=args, config=config))
     except (UsageError, ConfigError, daemon.SchemaError) as exc:
@@ -250,14 +257,15 @@ def _load_config(args: argparse.Namespace) -> Config:
 
 
 @contextlib.contextmanager
-def _database(config: Config, args: argparse.Namespace) -> Iterator[Config]:
+def _database(config: Config, args: argparse.Namespace, *, schema: bool) -> Iterator[Config]:
     """`config` when it names a database (a DSN or libpq's PG* variables); otherwise the
     embedded server, started for the command and stopped after it, with its schema ready."""
     if config.database.dsn or _libpq_configured():
         yield config
         return
     with embedded.serve(_data_dir(args)) as connection:
-        asyncio.run(_init_db(connection.dsn))
+        if schema:
+            asyncio.run(_init_db(connection.dsn))
         log.info(
             "embedded.ready",
             dsn=connection.masked_dsn,
