@@ -606,6 +606,19 @@ INSERT INTO webhook_due (webhook_id, due_at)
 SELECT DISTINCT q.webhook_id, now() FROM webhook_queue AS q WHERE q.failed_at IS NULL
 ON CONFLICT DO NOTHING;
 
+-- ---- Truncated log bodies (operations) ----------------------------------------------------------
+-- webhook_logs keeps the first recorder.log_body_limit_chars characters of each body. When a
+-- body was cut, its original size in bytes is here, so nobody takes the start for the whole;
+-- NULL means the stored body is the whole body.
+ALTER TABLE webhook_logs ADD COLUMN IF NOT EXISTS request_body_size bigint;
+ALTER TABLE webhook_logs ADD COLUMN IF NOT EXISTS response_body_size bigint;
+COMMENT ON COLUMN webhook_logs.request_body_size IS
+    'Bytes of the request body when request_body holds only its start; NULL: request_body is whole.';
+COMMENT ON COLUMN webhook_logs.response_body_size IS
+    'Bytes of the response body when response_body holds only its start (from Content-Length when '
+    'the body was not read to its end; if the receiver sent none, the bytes read, and note says '
+    'the full size is unknown); NULL: response_body is whole.';
+
 -- ---------------------------------------------------------------------------------------------
 -- Security: event intake runs as the schema's owner. Keep this section last: it applies to
 -- every trigger function on webhook_events as it stands after the sections above.

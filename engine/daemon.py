@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -26,6 +25,7 @@ from engine.models import Outcome
 from engine.ops.pruner import Pruner
 from engine.ops.stats import StatsLogger
 from engine.ops.vacuum import QueueVacuum
+from engine.ops.watchdog import Watchdog, notify, watchdog_timeout_s
 from engine.wire.networks import NetworkPolicy
 
 log = structlog.get_logger("engine.daemon")
@@ -116,6 +116,9 @@ async def run(
                 "vacuum": QueueVacuum(store, config.maintenance),
                 "stats": stats,
             }
+            watchdog_s = watchdog_timeout_s()
+            if watchdog_s is not None:
+                loops["watchdog"] = Watchdog(watchdog_s, lambda: scheduler.last_pass_at)
             return await _supervise(config, stop, scheduler, recorder, loops, burst)
     finally:
         await store.close()
@@ -146,7 +149,7 @@ async def _supervise(
     scheduler_task = asyncio.create_task(scheduler.run(stop, burst=burst), name="scheduler")
     side_tasks = (recorder_task, *background)
     log.info("daemon.started", pid=os.getpid(), burst=burst)
-    _sd_notify("READY=1")
+    notify("READY=1")
     exit_code = 0
     await asyncio.wait({scheduler_task, *side_tasks}, return_when=asyncio.FIRST_COMPLETED)
     for task in (scheduler_task, *side_tasks):
@@ -155,7 +158,7 @@ async def _supervise(
             log.error("daemon.task_died", task=task.get_name(), exc_info=task.exception())
             exit_code = 1
     stop.set()
-    _sd_notify("STOPPING=1")
+    notify("STOPPING=1")
     log.info("daemon.stopping")
     if not scheduler_task.done():
         await scheduler_task
@@ -202,18 +205,3 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
 def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
     log.info("daemon.signal", signal=sig.name)
     stop.set()
-
-
-def _sd_notify(state: str) -> None:
-    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect(address)
-            sock.sendall(state.encode())
-        except OSError as exc:
-            log.warning("daemon.sd_notify_failed", error=str(exc))

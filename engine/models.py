@@ -81,6 +81,11 @@ class Response:
     headers: Mapping[str, str]
     body: str | None
     error: str | None
+    # Bytes of the body when `body` holds only its start (None: `body` is whole). Exact unless
+    # body_size_known is False: the body was not read to its end and its length was not declared,
+    # so it is the bytes read, and the body was longer.
+    body_size: int | None = None
+    body_size_known: bool = True
 
     @property
     def success(self) -> bool:
@@ -105,6 +110,9 @@ class LogRow:
     success: bool
     error: str | None
     note: str | None
+    # Original sizes in bytes of bodies stored cut short; None when the stored body is whole.
+    request_body_size: int | None = None
+    response_body_size: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -33,7 +33,8 @@ class DaemonProcess:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def start(cls, *args: str) -> DaemonProcess:
+    async def start(cls, *args: str, env: dict[str, str] | None = None) -> DaemonProcess:
+        """`webhook-engine *args`; `env` replaces the environment when given."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -41,6 +42,7 @@ class DaemonProcess:
             *args,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            env=env,
         )
         return cls(proc)
 

@@ -215,16 +215,17 @@ class Store:
         failed_w, failed_e = _pairs(failed)
         final = [o for o in outcomes if o.sent and not o.success and o.final]
         final_w, final_e = _pairs(final)
-        logs = _columns([o.log for o in outcomes if o.log is not None])
+        log_rows = [o.log for o in outcomes if o.log is not None]
+        logs, sizes = _columns(log_rows), _size_columns(log_rows)
         if all(o.success and not o.webhook.consecutive_failures for o in outcomes):
             # Everything delivered to healthy endpoints: no endpoint state to touch, so one
             # statement (its own transaction) is the whole flush.
-            await self._pool.execute(QUERIES["complete_and_log"], *logs, done_w, done_e)
+            await self._pool.execute(QUERIES["complete_and_log"], *logs, done_w, done_e, *sizes)
             return []
         endpoint_ids, resets, failures = _endpoint_tallies(outcomes)
 
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(QUERIES["complete_and_log"], *logs, done_w, done_e)
+            await conn.execute(QUERIES["complete_and_log"], *logs, done_w, done_e, *sizes)
             if failed_w:
                 await conn.execute(QUERIES["release_failed"], failed_w, failed_e, _errors(failed))
             if final_w:
@@ -294,6 +295,9 @@ class Store:
 
     async def list_failed(self, webhook_id: int | None, limit: int) -> list[asyncpg.Record]:
         return list(await self._pool.fetch(QUERIES["list_failed"], webhook_id, limit))
+
+    async def webhook_exists(self, webhook_id: int) -> bool:
+        return bool(await self._pool.fetchval(QUERIES["webhook_exists"], webhook_id))
 
     async def replay_failed(
         self, webhook_id: int | None, event_ids: Sequence[int] | None = None
@@ -397,6 +401,14 @@ def _endpoint_tallies(outcomes: Sequence[Outcome]) -> tuple[list[int], list[bool
         tally[outcome.webhook_id] = (True, 0) if outcome.success else (reset, failures + 1)
     ids = list(tally)
     return ids, [tally[i][0] for i in ids], [tally[i][1] for i in ids]
+
+
+def _size_columns(logs: Sequence[LogRow]) -> list[list[Any]]:
+    """The body sizes of log rows, complete_and_log's last two arrays ($19, $20)."""
+    return [
+        [log.request_body_size for log in logs],
+        [log.response_body_size for log in logs],
+    ]
 
 
 def _columns(logs: Sequence[LogRow]) -> list[list[Any]]:

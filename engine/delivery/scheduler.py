@@ -47,6 +47,8 @@ class Scheduler:
         self._disabled: set[int] = set()  # endpoints this daemon disabled, to notice re-enabling
         self._tasks: set[asyncio.Task[None]] = set()
         self._rotation = 0
+        # time.monotonic() of the last loop iteration, for the systemd watchdog.
+        self.last_pass_at = time.monotonic()
 
     def wake(self) -> None:
         self._wake.set()
@@ -72,6 +74,7 @@ class Scheduler:
     async def _loop(self, stop: asyncio.Event, burst: bool) -> None:
         reconnect = Reconnect()
         while not stop.is_set():
+            self.last_pass_at = time.monotonic()
             self._wake.clear()
             try:
                 timeout = await self._pass(burst)

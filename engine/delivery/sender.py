@@ -14,7 +14,7 @@ from aiohttp.abc import AbstractResolver
 from engine.delivery.resolver import BlockedDestination, GuardedResolver
 from engine.models import OutgoingRequest, Response
 from engine.wire.networks import NetworkPolicy, literal_host
-from engine.wire.redact import truncate_bytes
+from engine.wire.redact import truncate_body
 
 # Response head limits: a receiver cannot make us buffer an unbounded status line or headers.
 MAX_LINE_BYTES = 8190
@@ -85,6 +85,8 @@ class Sender:
         status: int | None = None
         headers: dict[str, str] = {}
         body: str | None = None
+        body_size: int | None = None
+        body_size_known = True
         error: str | None = None
         try:
             self._check_literal_host(request.url)
@@ -98,7 +100,9 @@ class Sender:
                 status = resp.status
                 headers = _flatten_headers(resp.headers)
                 raw, complete = await self._read_capped(resp)
-                body = truncate_bytes(raw, self._response_limit_chars)
+                body, cut = truncate_body(raw, self._response_limit_chars)
+                if cut or not complete:
+                    body_size, body_size_known = _body_size(resp, raw, complete)
                 if not complete:
                     # Drop the connection instead of draining a body we will not keep.
                     resp.close()
@@ -139,6 +143,8 @@ class Sender:
             headers=headers,
             body=body,
             error=error,
+            body_size=body_size,
+            body_size_known=body_size_known,
         )
 
     def _check_literal_host(self, url: str) -> None:
@@ -168,6 +174,17 @@ def _bad_head(message: str) -> str:
             f"or more than {MAX_HEADERS} headers"
         )
     return f"invalid HTTP response: {message[:200]}"
+
+
+def _body_size(resp: aiohttp.ClientResponse, raw: bytes, complete: bool) -> tuple[int, bool]:
+    """The size of a body we keep only the start of, and whether it is exact: read to its end,
+    or declared by an uncompressed response's Content-Length; else the bytes read."""
+    if complete:
+        return len(raw), True
+    encoding = resp.headers.get("Content-Encoding", "identity").lower()
+    if resp.content_length is not None and encoding == "identity":
+        return resp.content_length, True
+    return len(raw), False
 
 
 def _flatten_headers(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, str]:

@@ -14,7 +14,7 @@ from engine.delivery.sender import Sender
 from engine.models import Batch, LogRow, Outcome, OutgoingRequest, Response, Webhook
 from engine.wire import profiles
 from engine.wire.networks import literal_host
-from engine.wire.redact import headers_json, truncate_bytes
+from engine.wire.redact import headers_json, truncate_body
 
 log = structlog.get_logger("engine.worker")
 
@@ -127,6 +127,10 @@ class Worker:
         response: Response,
         note: str | None,
     ) -> LogRow:
+        request_body, request_cut = truncate_body(request.body, self._body_limit)
+        if not response.body_size_known:
+            unknown = f"response body longer than {response.body_size} bytes: its size is unknown"
+            note = f"{note}; {unknown}" if note else unknown
         return LogRow(
             request_id=request_id,
             webhook_id=webhook.id,
@@ -137,13 +141,15 @@ class Worker:
             method=request.method,
             url=request.url,
             request_headers=headers_json(request.headers),
-            request_body=truncate_bytes(request.body, self._body_limit),
+            request_body=request_body,
             status_code=response.status_code,
             response_headers=headers_json(response.headers) if response.status_code else None,
             response_body=response.body,
             success=response.success,
             error=response.error,
             note=note,
+            request_body_size=len(request.body) if request_cut else None,
+            response_body_size=response.body_size,
         )
 
 

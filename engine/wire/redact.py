@@ -48,5 +48,14 @@ def clean_text(text: str) -> str:
 
 def truncate_bytes(data: bytes, limit_chars: int) -> str:
     """The first `limit_chars` characters of `data` decoded as UTF-8 (invalid bytes replaced)."""
+    return truncate_body(data, limit_chars)[0]
+
+
+def truncate_body(data: bytes, limit_chars: int) -> tuple[str, bool]:
+    """The first `limit_chars` characters of `data` decoded as UTF-8 (invalid bytes replaced),
+    and whether that is less than all of `data`."""
+    # A character is at most 4 bytes, and each invalid byte becomes one character: past
+    # limit_chars * 4 bytes there are always more than limit_chars characters.
     text = data[: limit_chars * 4].decode("utf-8", errors="replace")
-    return clean_text(text[:limit_chars])
+    cut = len(data) > limit_chars * 4 or len(text) > limit_chars
+    return clean_text(text[:limit_chars]), cut

@@ -111,3 +111,60 @@ async def test_periodic_summary_line_for_operators(
     assert sum(e["gave_up_events"] for e in summaries) == 5
     assert sum(e["requests"] for e in summaries) == 10
     assert all(e["log_level"] == "info" for e in summaries)
+
+
+async def test_cut_bodies_record_their_original_size(
+    db: asyncpg.Connection, receiver: Receiver, engine: EngineFactory
+) -> None:
+    async def declared(_request: web.Request, _body: bytes) -> web.StreamResponse:
+        return web.Response(text="r" * 50_000)  # Content-Length: 50000
+
+    async def undeclared(request: web.Request, _body: bytes) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for _ in range(50):
+            await response.write(b"s" * 1000)
+        await response.write_eof()
+        return response
+
+    async def read_whole(_request: web.Request, _body: bytes) -> web.StreamResponse:
+        return web.Response(text="é" * 1500)  # 3000 bytes: read to the end, cut to 1000 chars
+
+    handlers = {"/declared": declared, "/undeclared": undeclared, "/whole": read_whole}
+    ids: dict[str, int] = {}
+    for path, handler in handlers.items():
+        receiver.on(path, handler)
+        ids[path] = await add_webhook(db, receiver.url(path), [])
+    ids["/small"] = await add_webhook(db, receiver.url("/small"), [])
+    for path, webhook_id in ids.items():
+        pad = "x" * 5000 if path == "/declared" else "x"
+        await add_event(db, "order.created", {"pad": pad}, webhook_id=webhook_id)
+    engine(recorder={"log_body_limit_chars": 1000})
+    await wait_until(lambda: queue_empty(db), what="all delivered")
+
+    rows = {
+        path: await one(db, "SELECT * FROM webhook_logs WHERE webhook_id = $1", webhook_id)
+        for path, webhook_id in ids.items()
+    }
+    sent = {r.path: len(r.body) for r in receiver.requests}
+    declared_row = rows["/declared"]
+    assert len(declared_row["request_body"]) == 1000
+    assert declared_row["request_body_size"] == sent["/declared"] > 5000
+    assert declared_row["response_body"] == "r" * 1000
+    assert declared_row["response_body_size"] == 50_000
+    assert declared_row["note"] is None
+
+    # No Content-Length and not read to the end: the bytes read, and the note says so.
+    undeclared_row = rows["/undeclared"]
+    assert undeclared_row["response_body"] == "s" * 1000
+    assert undeclared_row["response_body_size"] == 4000
+    assert "size is unknown" in undeclared_row["note"]
+
+    assert rows["/whole"]["response_body"] == "é" * 1000
+    assert rows["/whole"]["response_body_size"] == 3000
+
+    for path in ("/undeclared", "/whole", "/small"):
+        assert rows[path]["request_body_size"] is None, path
+    assert rows["/small"]["response_body"] == "ok"
+    assert rows["/small"]["response_body_size"] is None

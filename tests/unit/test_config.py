@@ -200,3 +200,11 @@ def test_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parents[2] / "config.example.toml"
     config = Config.load(example, env={})
     assert "127.0.0.0/8" in config.delivery.allow_networks
+
+
+def test_the_example_config_loads_and_names_no_database() -> None:
+    # The README's first command runs with it on a machine without Postgres: no DSN means the
+    # embedded server.
+    example = Path(__file__).resolve().parents[2] / "config.example.toml"
+    config = Config.load(example, env={})
+    assert config.database.dsn is None

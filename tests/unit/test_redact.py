@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine.wire.redact import MASK, headers_json, mask_value, truncate_bytes
+from engine.wire.redact import MASK, headers_json, mask_value, truncate_body, truncate_bytes
 
 
 @pytest.mark.parametrize(
@@ -115,3 +115,14 @@ def test_only_authorization_headers_keep_their_scheme() -> None:
     assert mask_value("X-Api-Key", "letmein now") == MASK
     assert mask_value("Auth", "hunter two") == MASK
     assert mask_value("Proxy-Authorization", "Bearer abc") == f"Bearer {MASK}"
+
+
+def test_truncate_body_says_whether_it_cut() -> None:
+    assert truncate_body(b"abc", 3) == ("abc", False)
+    assert truncate_body(b"abcd", 3) == ("abc", True)
+    # 3 characters of 2 bytes each fit; a fourth does not.
+    assert truncate_body("ééé".encode(), 3) == ("ééé", False)
+    assert truncate_body("éééé".encode(), 3) == ("ééé", True)
+    # Past 4 bytes per character there is always more than the limit.
+    assert truncate_body(b"\xff" * 13, 3) == ("\ufffd" * 3, True)
+    assert truncate_body(b"", 3) == ("", False)

@@ -190,7 +190,8 @@ INSERT INTO webhook_arrivals (webhook_id) SELECT DISTINCT webhook_id FROM releas
 -- Delivered queue rows ($17 webhook ids, $18 event ids) go, and one log row per request goes in,
 -- in one statement: in the common all-delivered flush this is the only round trip.
 -- ON CONFLICT makes a retried flush (commit acknowledged too late) harmless. Log columns arrive
--- as arrays, event_ids as text ('{1,2}') since arrays of arrays must be rectangular.
+-- as arrays, event_ids as text ('{1,2}') since arrays of arrays must be rectangular; the body
+-- sizes of cut bodies ($19, $20) came later, hence after the queue pairs.
 WITH done AS (
     DELETE FROM webhook_queue AS q
     USING unnest($17::bigint[], $18::bigint[]) AS d(webhook_id, event_id)
@@ -198,16 +199,18 @@ WITH done AS (
 )
 INSERT INTO webhook_logs (request_id, webhook_id, event_ids, attempt, delivered_at, duration_ms,
                           method, url, request_headers, request_body, status_code,
-                          response_headers, response_body, success, error, note)
+                          response_headers, response_body, success, error, note,
+                          request_body_size, response_body_size)
 SELECT r.request_id, r.webhook_id, r.event_ids::bigint[], r.attempt, r.delivered_at,
        r.duration_ms, r.method, r.url, r.request_headers::jsonb, r.request_body, r.status_code,
-       r.response_headers::jsonb, r.response_body, r.success, r.error, r.note
+       r.response_headers::jsonb, r.response_body, r.success, r.error, r.note,
+       r.request_body_size, r.response_body_size
 FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::int[], $5::timestamptz[], $6::int[],
             $7::text[], $8::text[], $9::text[], $10::text[], $11::int[], $12::text[], $13::text[],
-            $14::bool[], $15::text[], $16::text[])
+            $14::bool[], $15::text[], $16::text[], $19::bigint[], $20::bigint[])
      AS r(request_id, webhook_id, event_ids, attempt, delivered_at, duration_ms, method, url,
           request_headers, request_body, status_code, response_headers, response_body, success,
-          error, note)
+          error, note, request_body_size, response_body_size)
 ON CONFLICT (request_id) DO NOTHING;
 
 -- name: endpoint_outcomes
@@ -318,3 +321,7 @@ VACUUM (SKIP_LOCKED, ANALYZE) webhook_due;
 
 -- name: vacuum_webhook_arrivals
 VACUUM (SKIP_LOCKED, ANALYZE) webhook_arrivals;
+
+-- name: webhook_exists
+-- For the CLI: a clear "no such webhook" instead of an empty answer.
+SELECT EXISTS (SELECT 1 FROM webhooks WHERE id = $1);
