@@ -41,6 +41,10 @@ def request_outcome(outcome: Outcome) -> str:
     return "other"
 
 
+def _for(counter: Counter, labels: list[str]) -> Counter:
+    return counter.labels(*labels) if labels else counter
+
+
 class Metrics:
     def __init__(self, *, per_tenant: bool = False, refresh_min_s: float = 1.0) -> None:
         self.registry = CollectorRegistry()
@@ -128,9 +132,9 @@ class Metrics:
             if outcome.log is not None:
                 self.request_duration.observe(outcome.log.duration_ms / 1000)
             if outcome.success:
-                self.events_delivered.labels(*tenant).inc(len(outcome.event_ids))
+                _for(self.events_delivered, tenant).inc(len(outcome.event_ids))
             elif outcome.final:
-                self.events_given_up.labels(*tenant).inc(len(outcome.event_ids))
+                _for(self.events_given_up, tenant).inc(len(outcome.event_ids))
 
     def flushed(self, duration_s: float) -> None:
         self.flush_duration.observe(duration_s)
