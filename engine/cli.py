@@ -18,6 +18,7 @@ from engine import daemon, logs
 from engine.aio import run_loop
 from engine.config import Config, ConfigError
 from engine.db.store import Store, init_schema
+from engine.ops import commands as ops_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("run", "deliver webhooks until SIGTERM/SIGINT"),
         ("failed", "list deliveries that used all their attempts (JSON lines)"),
         ("replay", "queue failed deliveries again, with fresh attempts"),
+        *ops_commands.COMMANDS.items(),
     ):
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("--config", help="TOML file (see config.example.toml)")
@@ -44,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.choices["replay"].add_argument(
         "--event", type=int, action="append", help="only this event id (repeatable)"
     )
+    ops_commands.add_arguments(commands.choices)
     args = parser.parse_args(argv)
     try:
         logs.configure(args.log_level)
@@ -60,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_list_failed(config, args.webhook, args.limit))
         if args.command == "replay":
             return asyncio.run(_replay(config, args.webhook, args.event))
+        if args.command in ops_commands.COMMANDS:
+            return run_loop(ops_commands.run(args, config))
         return run_loop(daemon.run(config, burst=args.burst))
     except daemon.SchemaError as exc:
         print(f"webhook-engine: {exc}", file=sys.stderr)

@@ -57,13 +57,13 @@ ORDER BY id;
 SELECT id FROM webhooks WHERE id = ANY ($1::bigint[]);
 
 -- name: tail
--- Log rows recorded since the last poll. $1/$2: the newest (delivered_at, request_id) already
--- seen; a row is new when it sorts after it. delivered_at is when a request *started*, and a slow
--- request is recorded after faster ones that started later: so rows up to $3 seconds older than
--- the cursor are also returned when they completed (delivered_at + duration) after $4, the
--- previous poll's time minus a margin; the caller drops the ones it already printed.
+-- Log rows recorded since the last poll. $1/$2: the newest (delivered_at, request_id) printed; a
+-- row is new when it sorts after it. delivered_at is when a request *started*, and a slow
+-- request is recorded after faster ones that started later: so rows from $3 (the cursor minus
+-- the longest a request takes) are returned too when they completed (delivered_at + duration)
+-- at or after $4, the previous poll's time minus a margin; the caller skips what it printed.
 -- $5 webhook id, $6 tenant, $7 failures only, $8 row limit. The one-row CTE carries the
--- database's clock (the next poll's $4) even when nothing is new.
+-- database's clock (for the next poll's $4) even when nothing is new.
 WITH clock AS (SELECT now() AS polled_at)
 SELECT clock.polled_at, r.*
 FROM clock
@@ -72,7 +72,7 @@ LEFT JOIN LATERAL (
            l.status_code, l.success, l.error, cardinality(l.event_ids) AS events, l.attempt
     FROM webhook_logs AS l
     LEFT JOIN webhooks AS w ON w.id = l.webhook_id
-    WHERE l.delivered_at >= $1::timestamptz - make_interval(secs => $3::float8)
+    WHERE l.delivered_at >= $3::timestamptz
       AND ((l.delivered_at, l.request_id) > ($1::timestamptz, $2::uuid)
            OR l.delivered_at + make_interval(secs => l.duration_ms / 1000.0) >= $4::timestamptz)
       AND ($5::bigint IS NULL OR l.webhook_id = $5::bigint)
