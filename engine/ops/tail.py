@@ -81,6 +81,7 @@ def format_line(row: dict[str, Any]) -> str:
 def json_line(row: dict[str, Any]) -> str:
     clean = {k: v for k, v in row.items() if k != "polled_at"}
     clean["url"] = safe_url(clean["url"])
+    clean["request_id"] = str(clean["request_id"])  # asyncpg's UUID type is not orjson's
     return orjson.dumps(clean, option=orjson.OPT_UTC_Z).decode()
 
 
