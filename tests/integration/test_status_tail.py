@@ -77,7 +77,7 @@ async def test_status_view_says_why_an_endpoint_is_not_receiving(
 
     async def settled() -> bool:
         rows = await status_rows(db)
-        return rows[healthy]["pending"] == 0 and rows[failing]["consecutive_failures"] == 1
+        return bool(rows[healthy]["pending"] == 0 and rows[failing]["consecutive_failures"] == 1)
 
     await wait_until(settled, what="healthy delivered, failing backing off")
     rows = await status_rows(db)
