@@ -36,7 +36,12 @@ class OpsServer:
         await runner.setup()
         try:
             site = web.TCPSite(runner, self._host, self._port)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                # The daemon stops (a side loop died): say which address, not just errno.
+                log.error("ops.listen_failed", host=self._host, port=self._port, error=str(exc))
+                raise
             self.port = _bound_port(runner) or self._port
             log.info("ops.listening", host=self._host, port=self.port)
             await stop.wait()

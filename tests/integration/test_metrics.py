@@ -3,6 +3,7 @@ prometheus_client's own parser, while it delivers to a real receiver."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from engine.db.ops import OpsReader
 from engine.db.store import Store
 from engine.ops.health import Health
 from engine.ops.metrics import Metrics
-from tests.conftest import RunningEngine, wait_until
+from tests.conftest import RunningEngine, make_config, wait_until
 from tests.integration.test_delivery import (
     EngineFactory,
     add_event,
@@ -250,3 +251,15 @@ async def test_request_counters_carry_the_tenant(
         return value(s, "webhook_engine_requests_total", outcome="success", tenant="acme") == 1
 
     await wait_until(counted, within_s=3, what="success counted for tenant acme")
+
+
+async def test_a_taken_metrics_port_stops_the_daemon_with_a_clear_line(dsn: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with structlog.testing.capture_logs() as logs:
+            running = RunningEngine(make_config(dsn, metrics={"listen": f"127.0.0.1:{port}"}))
+            assert await asyncio.wait_for(running.task, 30) == 1
+    failed = next(e for e in logs if e["event"] == "ops.listen_failed")
+    assert failed["port"] == port and failed["host"] == "127.0.0.1"
