@@ -1,6 +1,6 @@
 """Read-only queries for operators: metrics gauges, the webhook_status view and tail.
 
-The SQL is in sql/ops.sql. Like store.py, this talks to Postgres; nothing outside engine/db does."""
+The SQL is in sql/ops.sql; like store.py, this module is part of the database layer."""
 
 from __future__ import annotations
 

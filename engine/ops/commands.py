@@ -10,6 +10,8 @@ import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+import asyncpg
+
 from engine.config import Config
 from engine.db.ops import OpsReader, TailFilter
 from engine.db.store import Store
@@ -49,6 +51,9 @@ async def run(args: argparse.Namespace, config: Config) -> int:
         if args.command == "status":
             return await status.show(reader, args.webhook_ids, args.tenant, as_json=args.json)
         return await _tail(reader, args, config)
+    except asyncpg.UndefinedTableError as exc:
+        print(f"webhook-engine: {exc}: run `webhook-engine init-db`", file=sys.stderr)
+        return 2
     finally:
         await store.close()
 

@@ -186,3 +186,10 @@ async def test_tail_refuses_bad_arguments(dsn: str) -> None:
     assert code == 1 and lines == ["webhook-engine: there is no webhook 999"]
     code, lines = await run_cli("tail", "--dsn", dsn, "--since", "yesterday")
     assert code == 2 and len(lines) == 1 and "--since 'yesterday'" in lines[0]
+
+
+async def test_status_on_a_database_without_the_schema(empty_dsn: str) -> None:
+    code, lines = await run_cli("status", "--dsn", empty_dsn)
+    assert code == 2
+    assert lines == ['webhook-engine: relation "webhook_status" does not exist: run '
+                     "`webhook-engine init-db`"]  # fmt: skip
