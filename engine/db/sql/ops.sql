@@ -16,14 +16,26 @@ SELECT
 
 -- name: oldest_due_age
 -- Seconds since the oldest event that is due now was created: pending, not leased, for an
--- endpoint that is active and not backing off. One primary-key probe per such endpoint finds
--- its head of queue (never a scan of the backlog); ids grow with time, so the smallest head id
--- is the oldest event, and only that one event is read. NULL when nothing is due.
+-- endpoint that is active and not backing off; NULL when nothing is due.
+-- Cost follows the endpoints that have queue rows, not all webhooks: `queued` is a loose index
+-- scan of the primary key (one descent per distinct webhook_id in the queue, whatever its
+-- backlog); each of those that is due gets one probe for its head. Event ids grow with time, so
+-- the smallest head is the oldest event, and only that one event row is read.
+WITH RECURSIVE queued(webhook_id) AS (
+    (SELECT q.webhook_id FROM webhook_queue AS q ORDER BY q.webhook_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT q.webhook_id FROM webhook_queue AS q
+            WHERE q.webhook_id > queued.webhook_id
+            ORDER BY q.webhook_id LIMIT 1)
+    FROM queued
+    WHERE queued.webhook_id IS NOT NULL
+)
 SELECT extract(epoch FROM now() - e.created_at)::float8
 FROM webhook_events AS e
 WHERE e.id = (
     SELECT min(h.event_id)
-    FROM webhooks AS w
+    FROM queued
+    JOIN webhooks AS w ON w.id = queued.webhook_id
     CROSS JOIN LATERAL (
         SELECT q.event_id FROM webhook_queue AS q
         WHERE q.webhook_id = w.id
