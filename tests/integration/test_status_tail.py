@@ -145,7 +145,7 @@ async def test_tail_follows_deliveries_live(
     engine()
     text = await DaemonProcess.start("tail", "--dsn", dsn, "--since", "1m", "--interval", "0.1")
     failures = await DaemonProcess.start(
-        "tail", "--dsn", dsn, "--failures", "--json", "--interval", "0.1"
+        "tail", "--dsn", dsn, "--failures", "--json", "--interval", "0.1", "--since", "1m"
     )
     processes += [text, failures]
 
