@@ -619,6 +619,64 @@ COMMENT ON COLUMN webhook_logs.response_body_size IS
     'the body was not read to its end; if the receiver sent none, the bytes read, and note says '
     'the full size is unknown); NULL: response_body is whole.';
 
+-- =================================================================================================
+-- Operators: the webhook_status view (`webhook-engine status` prints it; README "Operating it").
+-- One row per endpoint answering "why is it (not) receiving?": its effective state, how much is
+-- waiting, and its last success and last error. Public contract: columns may be added at the end
+-- (CREATE OR REPLACE VIEW allows only that), never renamed or removed.
+-- Cost per endpoint is a few index look-ups, never a scan of another endpoint's rows: pending
+-- counts that endpoint's slice of the queue's primary key (webhook_id, event_id), failed its
+-- slice of the partial index webhook_queue_failed_idx, and the last success and last error walk
+-- webhook_logs_webhook_idx (webhook_id, delivered_at) backwards from the newest row.
+CREATE OR REPLACE VIEW webhook_status AS
+SELECT w.id,
+       w.tenant,
+       w.name,
+       w.url,
+       CASE WHEN w.status = 'disabled'
+                THEN 'disabled: ' || coalesce(w.disabled_reason, 'by an operator')
+            WHEN w.status = 'paused' THEN 'paused'
+            WHEN w.next_retry_after > now()
+                THEN 'backing off until '
+                     || to_char(w.next_retry_after AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+            ELSE 'active'
+       END AS state,
+       pending.n AS pending,
+       failed.n AS failed,
+       w.consecutive_failures,
+       ok.delivered_at AS last_success_at,
+       err.delivered_at AS last_error_at,
+       err.status_code AS last_error_status,
+       err.error AS last_error,
+       -- When a backing-off endpoint is tried again (NULL: not backing off).
+       CASE WHEN w.next_retry_after > now() THEN w.next_retry_after END AS next_retry_at,
+       w.status,
+       w.disabled_at,
+       w.disabled_reason
+FROM webhooks AS w
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n FROM webhook_queue AS q
+    WHERE q.webhook_id = w.id AND q.failed_at IS NULL
+) AS pending
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n FROM webhook_queue AS q
+    WHERE q.webhook_id = w.id AND q.failed_at IS NOT NULL
+) AS failed
+LEFT JOIN LATERAL (
+    SELECT l.delivered_at FROM webhook_logs AS l
+    WHERE l.webhook_id = w.id AND l.success
+    ORDER BY l.webhook_id DESC, l.delivered_at DESC
+    LIMIT 1
+) AS ok ON true
+LEFT JOIN LATERAL (
+    SELECT l.delivered_at, l.status_code, l.error FROM webhook_logs AS l
+    WHERE l.webhook_id = w.id AND NOT l.success
+    ORDER BY l.webhook_id DESC, l.delivered_at DESC
+    LIMIT 1
+) AS err ON true;
+COMMENT ON VIEW webhook_status IS
+    'One row per endpoint: effective state, pending and failed deliveries, last success and last error (webhook-engine status)';
+
 -- ---------------------------------------------------------------------------------------------
 -- Security: event intake runs as the schema's owner. Keep this section last: it applies to
 -- every trigger function on webhook_events as it stands after the sections above.

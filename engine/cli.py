@@ -31,6 +31,7 @@ from engine.aio import run_loop
 from engine.config import Config, ConfigError
 from engine.db import dsn as dsn_text
 from engine.db.store import Store, create_roles, init_schema
+from engine.ops import commands as ops_commands
 from engine.ops import embedded
 
 EXIT_OK = 0
@@ -172,6 +173,18 @@ COMMANDS: tuple[Command, ...] = (
         help="queue failed deliveries again, with fresh attempts",
         handler=_replay_command,
         arguments=_replay_arguments,
+    ),
+    Command(
+        name="status",
+        help=ops_commands.STATUS_HELP,
+        handler=lambda invocation: run_loop(ops_commands.run(invocation.args, invocation.config)),
+        arguments=ops_commands.status_arguments,
+    ),
+    Command(
+        name="tail",
+        help=ops_commands.TAIL_HELP,
+        handler=lambda invocation: run_loop(ops_commands.run(invocation.args, invocation.config)),
+        arguments=ops_commands.tail_arguments,
     ),
     Command(
         name="dsn",

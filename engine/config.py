@@ -100,6 +100,14 @@ class ShutdownConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MetricsConfig:
+    # host:port for /metrics, /healthz and /readyz; "" serves none of them.
+    listen: str = "127.0.0.1:9464"
+    # A `tenant` label on the per-request counters and the endpoint gauge (one series per tenant).
+    per_tenant: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
@@ -108,6 +116,7 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @classmethod
     def load(cls, path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
@@ -197,6 +206,8 @@ class Config:
                 f"delivery.lease_s ({d.lease_s}) must exceed delivery.total_timeout_s "
                 f"({d.total_timeout_s}), or a slow request's events could be sent twice"
             )
+        if self.metrics.listen:
+            listen_address(self.metrics.listen)  # raises ConfigError when malformed
         if self.database.synchronous_commit not in ("on", "off", "local", "remote_write"):
             raise ConfigError(
                 "database.synchronous_commit must be one of on, off, local, remote_write"
@@ -211,6 +222,7 @@ _SECTION_TYPES: dict[str, type] = {
     "retention": RetentionConfig,
     "maintenance": MaintenanceConfig,
     "shutdown": ShutdownConfig,
+    "metrics": MetricsConfig,
 }
 
 
@@ -226,7 +238,18 @@ def _build_section(section_type: type, values: dict[str, Any], where: str) -> An
     return section_type(**kwargs)
 
 
+def listen_address(listen: str) -> tuple[str, int]:
+    """`host:port` (`[::1]:port` for IPv6) as (host, port); port 0 picks a free one."""
+    host, sep, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f'metrics.listen must be host:port (or "" for off), got {listen!r}')
+    return host, int(port)
+
+
 def _coerce(value: Any, expected: str, where: str) -> Any:
+    if expected == "bool" and isinstance(value, bool):
+        return value
     if expected == "float" and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if expected == "int" and isinstance(value, int) and not isinstance(value, bool):

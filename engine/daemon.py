@@ -13,6 +13,7 @@ import structlog
 
 from engine.aio import wait_first
 from engine.config import Config
+from engine.db.ops import OpsReader
 from engine.db.store import SCHEMA_VERSION, EndpointState, Store
 from engine.delivery.backoff import Reconnect
 from engine.delivery.listener import Listener
@@ -22,7 +23,11 @@ from engine.delivery.scheduler import Scheduler
 from engine.delivery.sender import Sender
 from engine.delivery.worker import Worker
 from engine.models import Outcome
+from engine.ops.health import Health
+from engine.ops.logfields import database_fields
+from engine.ops.metrics import QUEUE_COUNT_CAP, Metrics
 from engine.ops.pruner import Pruner
+from engine.ops.server import OpsServer
 from engine.ops.stats import StatsLogger
 from engine.ops.vacuum import QueueVacuum
 from engine.ops.watchdog import Watchdog, notify, watchdog_timeout_s
@@ -72,7 +77,8 @@ async def run(
     stop = stop or asyncio.Event()
     if handle_signals:
         _install_signal_handlers(stop)
-    store = await _open_store(config, stop)
+    metrics = Metrics(per_tenant=config.metrics.per_tenant) if config.metrics.listen else None
+    store = await _open_store(config, stop, metrics)
     if store is None:
         return 0
     problem = schema_problem(await store.schema_version())
@@ -104,22 +110,33 @@ async def run(
                 policy=policy,
                 flush_interval_s=config.recorder.flush_interval_ms / 1000,
                 flush_max_items=config.recorder.flush_max_items,
-                on_flush=lambda outcomes, states: _flushed(scheduler, stats, outcomes, states),
+                on_flush=lambda outcomes, states: _flushed(
+                    scheduler, stats, metrics, outcomes, states
+                ),
+                on_flush_duration=metrics.flushed if metrics else None,
             )
             scheduler = Scheduler(store, worker, recorder, d)
+            reader = OpsReader(store.pool)
             stats = StatsLogger(
-                config.recorder.summary_interval_s, in_flight=lambda: scheduler.in_flight
+                config.recorder.summary_interval_s,
+                in_flight=lambda: scheduler.in_flight,
+                queue=lambda: reader.queue_depth(QUEUE_COUNT_CAP),
             )
+            listener = Listener(config.database.dsn, scheduler.wake)
             loops: dict[str, BackgroundLoop] = {
-                "listener": Listener(config.database.dsn, scheduler.wake),
+                "listener": listener,
                 "pruner": Pruner(store, config.retention),
                 "vacuum": QueueVacuum(store, config.maintenance),
                 "stats": stats,
             }
+            health = Health(reader, listener_connected=listener.connected.is_set)
+            if metrics is not None:
+                metrics.watch_in_flight(lambda: scheduler.in_flight)
+                loops["ops"] = OpsServer(config.metrics.listen, metrics, health, reader)
             watchdog_s = watchdog_timeout_s()
             if watchdog_s is not None:
                 loops["watchdog"] = Watchdog(watchdog_s, lambda: scheduler.last_pass_at)
-            return await _supervise(config, stop, scheduler, recorder, loops, burst)
+            return await _supervise(config, stop, scheduler, recorder, loops, burst, health)
     finally:
         await store.close()
         log.info("daemon.stopped")
@@ -128,12 +145,15 @@ async def run(
 def _flushed(
     scheduler: Scheduler,
     stats: StatsLogger,
+    metrics: Metrics | None,
     outcomes: Sequence[Outcome],
     states: Sequence[EndpointState],
 ) -> None:
-    """Outcomes are committed: the scheduler may claim again, the summary counts them."""
+    """Outcomes are committed: the scheduler may claim again, the summary and metrics count them."""
     scheduler.on_flush(outcomes, states)
     stats.stats.count(outcomes)
+    if metrics is not None:
+        metrics.count(outcomes)
 
 
 async def _supervise(
@@ -143,11 +163,13 @@ async def _supervise(
     recorder: Recorder,
     loops: dict[str, BackgroundLoop],
     burst: bool,
+    health: Health,
 ) -> int:
     recorder_task = asyncio.create_task(recorder.run(), name="recorder")
     background = [asyncio.create_task(loop.run(stop), name=name) for name, loop in loops.items()]
     scheduler_task = asyncio.create_task(scheduler.run(stop, burst=burst), name="scheduler")
     side_tasks = (recorder_task, *background)
+    health.watch([scheduler_task, *side_tasks])
     log.info("daemon.started", pid=os.getpid(), burst=burst)
     notify("READY=1")
     exit_code = 0
@@ -176,7 +198,7 @@ async def _supervise(
     return exit_code
 
 
-async def _open_store(config: Config, stop: asyncio.Event) -> Store | None:
+async def _open_store(config: Config, stop: asyncio.Event, metrics: Metrics | None) -> Store | None:
     """Connect, retrying with backoff while Postgres is unreachable (None if stopped first)."""
     reconnect = Reconnect(initial_s=0.2, max_s=10.0)
     while not stop.is_set():
@@ -185,10 +207,16 @@ async def _open_store(config: Config, stop: asyncio.Event) -> Store | None:
                 config.database.dsn,
                 pool_size=config.database.pool_size,
                 synchronous_commit=config.database.synchronous_commit,
+                on_error=metrics.database_error if metrics else None,
             )
         except (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError) as exc:
             delay = reconnect.next_delay_s()
-            log.warning("daemon.database_unreachable", error=str(exc), retry_in_s=round(delay, 3))
+            log.warning(
+                "daemon.database_unreachable",
+                **database_fields(config.database.dsn),
+                error=str(exc),
+                retry_in_s=round(delay, 3),
+            )
             await wait_first(stop.wait(), within_s=delay)
     return None
 

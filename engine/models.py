@@ -34,6 +34,9 @@ class Webhook:
     body_template: str | None = None
     # Secrets replaced by an update, with when: they keep signing for a while (rotation).
     previous_secrets: tuple[tuple[str, datetime], ...] = ()
+    # For operators: log lines and metrics (empty until the ready query selects them).
+    name: str = ""
+    tenant: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -24,6 +24,8 @@ def test_settings(dsn: str, **sections: dict[str, Any]) -> dict[str, dict[str, A
         },
         "recorder": {"flush_interval_ms": 2.0},
         "shutdown": {"grace_s": 5.0},
+        # Off: tests run many daemons at once; the metrics tests turn it on at a free port.
+        "metrics": {"listen": ""},
     }
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)

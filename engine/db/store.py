@@ -3,8 +3,9 @@ the top-level schema.sql."""
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -125,12 +126,22 @@ class Store:
         self._pool = pool
 
     @classmethod
-    async def open(cls, dsn: str | None, *, pool_size: int, synchronous_commit: str) -> Store:
+    async def open(
+        cls,
+        dsn: str | None,
+        *,
+        pool_size: int,
+        synchronous_commit: str,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> Store:
+        """`on_error` hears of every failed statement and failed connection attempt of the pool
+        (for the database error metric); it must be quick and must not raise."""
         pool = await asyncpg.create_pool(
             dsn,
             min_size=1,
             max_size=pool_size,
             reset=_reset_connection,
+            **_error_hooks(on_error),
             server_settings={
                 "application_name": "webhook-engine",
                 "synchronous_commit": synchronous_commit,
@@ -143,6 +154,11 @@ class Store:
 
     async def close(self) -> None:
         await self._pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """For the read-only operator queries (engine/db/ops.py)."""
+        return self._pool
 
     async def schema_version(self) -> int | None:
         """The version init-db installed in this database, None when there is no schema."""
@@ -337,6 +353,30 @@ class Store:
             )
 
 
+def _error_hooks(on_error: Callable[[BaseException], None] | None) -> dict[str, Any]:
+    """create_pool arguments that report failed statements (asyncpg's query logger, called for
+    every statement: it only looks at `exception`) and failed connection attempts."""
+    if on_error is None:
+        return {}
+
+    def logged(record: Any) -> None:
+        error = record.exception
+        if error is not None and not isinstance(error, asyncio.CancelledError):
+            on_error(error)
+
+    async def init(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(logged)
+
+    async def connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+        try:
+            return await asyncpg.connect(*args, **kwargs)
+        except DB_ERRORS as exc:
+            on_error(exc)
+            raise
+
+    return {"init": init, "connect": connect}
+
+
 async def _reset_connection(conn: asyncpg.Connection) -> None:
     """Our queries leave no session state behind, so skip asyncpg's default reset (a round trip
     of UNLISTEN/RESET ALL on every release); only an interrupted transaction needs undoing."""
@@ -370,6 +410,9 @@ def _webhook(row: asyncpg.Record) -> Webhook:
             (s["secret"], datetime.fromisoformat(s["rotated_at"]))
             for s in orjson.loads(row["previous_secrets"])
         ),
+        # Taken when the query selects them (for log lines and per-tenant metrics).
+        name=row["name"],
+        tenant=row["tenant"],
     )
 
 

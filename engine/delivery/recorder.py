@@ -7,6 +7,7 @@ buffer that is flushed every few milliseconds, or sooner when it fills, in one t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 
 import structlog
@@ -32,12 +33,14 @@ class Recorder:
         flush_max_items: int,
         on_flush: FlushListener,
         retry_max_s: float = 5.0,
+        on_flush_duration: Callable[[float], None] | None = None,
     ) -> None:
         self._store = store
         self._policy = policy
         self._interval_s = flush_interval_s
         self._max_items = flush_max_items
         self._on_flush = on_flush
+        self._on_flush_duration = on_flush_duration
         self._retry_max_s = retry_max_s
         self._buffer: list[Outcome] = []
         self._has_items = asyncio.Event()
@@ -79,6 +82,7 @@ class Recorder:
         reconnect = Reconnect(initial_s=0.05, max_s=self._retry_max_s)
         while True:
             batch, self._buffer = self._buffer, []
+            started = time.perf_counter()
             try:
                 states = await self._store.record(batch, self._policy)
             except DB_ERRORS as exc:
@@ -94,5 +98,7 @@ class Recorder:
                 )
                 await asyncio.sleep(delay)
                 continue
+            if self._on_flush_duration is not None:
+                self._on_flush_duration(time.perf_counter() - started)
             self._on_flush(batch, states)
             return

@@ -18,6 +18,7 @@ from engine.delivery.backoff import Reconnect
 from engine.delivery.recorder import Recorder
 from engine.delivery.worker import Worker
 from engine.models import Batch, Outcome, Webhook
+from engine.ops.logfields import endpoint_fields
 from engine.wire import profiles
 
 log = structlog.get_logger("engine.scheduler")
@@ -130,24 +131,27 @@ class Scheduler:
                     self._awaiting_flush[outcome.webhook_id] = left
                 else:
                     self._awaiting_flush.pop(outcome.webhook_id, None)
+        webhooks = {o.webhook_id: o.webhook for o in outcomes}
         for state in states:
+            webhook = webhooks.get(state.webhook_id)
+            endpoint = endpoint_fields(webhook) if webhook else {"webhook_id": state.webhook_id}
             if state.disabled_reason is not None:
                 self._disabled.add(state.webhook_id)
                 log.error(
                     "endpoint.disabled",
-                    webhook_id=state.webhook_id,
+                    **endpoint,
                     consecutive_failures=state.consecutive_failures,
                     reason=state.disabled_reason,
                 )
             elif state.retry_in_s is not None:
                 log.warning(
                     "endpoint.backing_off",
-                    webhook_id=state.webhook_id,
+                    **endpoint,
                     consecutive_failures=state.consecutive_failures,
                     retry_in_s=round(state.retry_in_s, 3),
                 )
             else:
-                log.info("endpoint.recovered", webhook_id=state.webhook_id)
+                log.info("endpoint.recovered", **endpoint)
         self._wake.set()
 
     async def _schedule_once(self) -> bool:
@@ -160,7 +164,7 @@ class Scheduler:
         for d in ready:
             if d.webhook.id in self._disabled:
                 self._disabled.discard(d.webhook.id)
-                log.info("endpoint.reenabled", webhook_id=d.webhook.id)
+                log.info("endpoint.reenabled", **endpoint_fields(d.webhook))
         settlements = [
             Settlement(webhook_id=d.webhook.id, version=d.version, mode="hold")
             for d in due
@@ -258,12 +262,12 @@ class Scheduler:
                         webhook.id, started, await self._worker.deliver(webhook, batch)
                     )
         except asyncio.CancelledError:
-            log.warning("delivery.interrupted", webhook_id=webhook.id, events=batch.event_ids)
+            log.warning("delivery.interrupted", **endpoint_fields(webhook), events=batch.event_ids)
             raise
         except Exception as exc:
             # A bug of ours, not the receiver's: count it as a failed attempt so the endpoint
             # backs off instead of retrying in a tight loop, and keep the events queued.
-            log.exception("delivery.crashed", webhook_id=webhook.id, events=batch.event_ids)
+            log.exception("delivery.crashed", **endpoint_fields(webhook), events=batch.event_ids)
             outcome = Outcome(
                 webhook=webhook,
                 event_ids=batch.event_ids,

@@ -12,6 +12,7 @@ import structlog
 from engine.delivery.policy import RetryPolicy, parse_retry_after
 from engine.delivery.sender import Sender
 from engine.models import Batch, LogRow, Outcome, OutgoingRequest, Response, Webhook
+from engine.ops.logfields import endpoint_fields
 from engine.wire import profiles
 from engine.wire.networks import literal_host
 from engine.wire.redact import headers_json, truncate_body
@@ -44,7 +45,7 @@ class Worker:
         request, response = await self._exchange(webhook, batch)
         row = self._log_row(request_id, webhook, batch, request, response, note)
         fields = {
-            "webhook_id": webhook.id,
+            **endpoint_fields(webhook),
             "request_id": str(request_id),
             "attempt": batch.attempt,
             "events": len(batch.events),

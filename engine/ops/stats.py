@@ -1,18 +1,22 @@
 """A periodic summary line for operators tailing the logs: what was delivered since the last one.
 
 Successful deliveries are logged at debug level only (one line per request would drown the log at
-thousands per second); this line says how the daemon is doing at info level."""
+thousands per second); this line says how the daemon is doing at info level. It is written even
+when nothing happened, with the queue's pending count and this daemon's in-flight batches, so an
+idle daemon (nothing pending) can be told from a hung one (pending, nothing delivered)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
 from engine.aio import wait_first
+from engine.db.ops import QueueDepth
+from engine.db.store import DB_ERRORS
 from engine.models import Outcome
 
 log = structlog.get_logger("engine.stats")
@@ -42,35 +46,54 @@ class DeliveryStats:
                     self.gave_up_events += len(outcome.event_ids)
 
 
-class StatsLogger:
-    """Logs `delivery.summary` every `every_s` seconds when anything happened."""
+def significant(value: float, digits: int = 3) -> float:
+    """Pure: `value` rounded to `digits` significant digits (a slow rate stays above zero)."""
+    return float(f"{value:.{digits}g}")
 
-    def __init__(self, every_s: float, in_flight: Callable[[], int]) -> None:
+
+class StatsLogger:
+    """Logs `delivery.summary` every `every_s` seconds."""
+
+    def __init__(
+        self,
+        every_s: float,
+        in_flight: Callable[[], int],
+        queue: Callable[[], Awaitable[QueueDepth]] | None = None,
+    ) -> None:
         self.stats = DeliveryStats()
         self._every_s = every_s
         self._in_flight = in_flight
+        self._queue = queue
         self._since = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await wait_first(stop.wait(), within_s=self._every_s if self._every_s > 0 else None)
-            if self._every_s > 0:
-                self.emit()
+            if self._every_s > 0 and not stop.is_set():
+                await self.emit()
 
-    def emit(self) -> None:
+    async def emit(self) -> None:
         stats, self.stats = self.stats, DeliveryStats()
         now = time.monotonic()
         seconds, self._since = now - self._since, now
-        if not stats.requests:
-            return
+        queue: dict[str, object] = {}
+        if self._queue is not None:
+            try:
+                depth = await self._queue()
+                queue = {"pending_events": depth.pending, "failed_events": depth.failed}
+                if depth.approximate:
+                    queue["queue_counts_approximate"] = True
+            except DB_ERRORS as exc:
+                queue = {"pending_events": None, "queue_error": type(exc).__name__}
         log.info(
             "delivery.summary",
-            seconds=round(seconds, 1),
+            seconds=significant(seconds),
             requests=stats.requests,
             delivered_events=stats.delivered_events,
-            events_per_s=round(stats.delivered_events / seconds, 1) if seconds else None,
+            events_per_s=significant(stats.delivered_events / seconds) if seconds else None,
             failed_requests=stats.failed_requests,
             gave_up_events=stats.gave_up_events,
             webhooks=len(stats.webhooks),
             in_flight=self._in_flight(),
+            **queue,
         )

@@ -59,3 +59,40 @@ def truncate_body(data: bytes, limit_chars: int) -> tuple[str, bool]:
     text = data[: limit_chars * 4].decode("utf-8", errors="replace")
     cut = len(data) > limit_chars * 4 or len(text) > limit_chars
     return clean_text(text[:limit_chars]), cut
+
+
+# Query parameter names whose values are masked in URLs written to logs (signed URLs, API keys).
+_SECRET_PARAM_FRAGMENTS = ("token", "secret", "password", "passwd", "pwd", "key", "sig", "auth")
+
+
+def safe_url(url: str) -> str:
+    """`url` for a log line: user and password removed, secret-looking query values masked."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, tail = _split_authority(rest)
+    authority = authority.rpartition("@")[2]
+    path, question, query = tail.partition("?")
+    query, hash_sign, fragment = query.partition("#")
+    if question:
+        query = "&".join(_mask_param(param) for param in query.split("&"))
+    return f"{scheme}://{authority}{slash}{path}{question}{query}{hash_sign}{fragment}"
+
+
+def _split_authority(rest: str) -> tuple[str, str, str]:
+    """(authority, the separator that ended it, what follows) of what comes after `scheme://`."""
+    ends = [i for i in (rest.find(c) for c in "/?#") if i >= 0]
+    if not ends:
+        return rest, "", ""
+    end = min(ends)
+    if rest[end] == "/":
+        return rest[:end], "/", rest[end + 1 :]
+    return rest[:end], "", rest[end:]
+
+
+def _mask_param(param: str) -> str:
+    name, equals, _value = param.partition("=")
+    lowered = name.lower()
+    if equals and any(fragment in lowered for fragment in _SECRET_PARAM_FRAGMENTS):
+        return f"{name}={MASK}"
+    return param

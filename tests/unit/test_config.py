@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import Config, ConfigError
+from engine.config import Config, ConfigError, listen_address
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -208,3 +208,30 @@ def test_the_example_config_loads_and_names_no_database() -> None:
     example = Path(__file__).resolve().parents[2] / "config.example.toml"
     config = Config.load(example, env={})
     assert config.database.dsn is None
+
+
+def test_metrics_section(tmp_path: Path) -> None:
+    assert Config().metrics.listen == "127.0.0.1:9464" and not Config().metrics.per_tenant
+    path = write(tmp_path, '[metrics]\nlisten = "[::1]:0"\nper_tenant = true\n')
+    config = Config.load(path, env={})
+    assert config.metrics.listen == "[::1]:0" and config.metrics.per_tenant
+    assert listen_address("[::1]:9000") == ("::1", 9000)
+    assert Config.load(write(tmp_path, '[metrics]\nlisten = ""\n'), env={}).metrics.listen == ""
+
+
+@pytest.mark.parametrize(
+    "text", ['listen = "9464"', 'listen = "host:"', 'listen = ":80"', 'listen = "h:99999"']
+)
+def test_bad_metrics_listen_is_refused(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match=r"metrics\.listen must be host:port"):
+        Config.load(write(tmp_path, f"[metrics]\n{text}\n"), env={})
+
+
+def test_per_tenant_must_be_a_boolean(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="per_tenant must be bool"):
+        Config.load(write(tmp_path, '[metrics]\nper_tenant = "yes"\n'), env={})
+
+
+def test_example_config_loads() -> None:
+    example = Path(__file__).resolve().parents[2] / "config.example.toml"
+    assert Config.load(example, env={}).metrics == Config().metrics

@@ -46,7 +46,8 @@ SELECT DISTINCT ON (w.id)
        due.version AS due_version,
        w.status = 'active' AND (w.next_retry_after IS NULL OR w.next_retry_after <= now())
            AS deliverable,
-       w.id, w.url, w.method, w.auth_type, w.secret, w.basic_username, w.basic_password,
+       w.id, w.name, w.tenant, w.url, w.method, w.auth_type, w.secret, w.basic_username,
+       w.basic_password,
        w.headers::text AS headers, w.maximum_events, w.maximum_size, w.consecutive_failures,
        w.retry, w.retry_schedule_s, w.max_consecutive_failures, w.failure_window_max,
        w.failure_window_s, w.profile, w.profile_options::text AS profile_options,
