@@ -159,7 +159,8 @@ class Scheduler:
         if free <= 0:
             return False
         # Endpoints busy here are among the due ones too: ask for enough to fill `free` besides.
-        due = await self._store.due_webhooks(free + len(self._in_flight))
+        limit = free + len(self._in_flight)
+        due = await self._store.due_webhooks(limit)
         ready = [d for d in due if d.deliverable and d.webhook.id not in self._awaiting_flush]
         for d in ready:
             if d.webhook.id in self._disabled:
@@ -181,16 +182,21 @@ class Scheduler:
             ):
                 self._start(webhook, batch)
         versions = {d.webhook.id: d.version for d in ready}
-        settlements.extend(
-            Settlement(
-                webhook_id=b.webhook.id,
-                version=versions[b.webhook.id],
-                # Fewer rows than asked for: none left to claim (or the byte budget cut them
-                # short, which settle_due finds out cheaply).
-                mode="dry" if len(claimed.get(b.webhook.id, ())) < b.max_rows else "next",
-            )
-            for b in budgets
-        )
+        # Endpoints with rows left go to the back of the line, so those beyond this pass's limit
+        # are served next; when every due endpoint fit in this pass there is no line to join.
+        rotate = len(due) >= limit
+        for b in budgets:
+            # Fewer rows than asked for: none left to claim (or the byte budget cut them short,
+            # which settle_due finds out cheaply).
+            dry = len(claimed.get(b.webhook.id, ())) < b.max_rows
+            if dry or rotate:
+                settlements.append(
+                    Settlement(
+                        webhook_id=b.webhook.id,
+                        version=versions[b.webhook.id],
+                        mode="dry" if dry else "next",
+                    )
+                )
         await self._store.settle_due(settlements)
         return bool(claimed)
 
@@ -302,5 +308,7 @@ class Scheduler:
 
 
 def _bunch(capacity: int) -> int:
-    """While requests are in flight, wait until this many slots are free before claiming more."""
-    return max(1, capacity // 4)
+    """While requests are in flight, wait until this many slots are free before claiming more:
+    the part claimed ahead (PREFETCH), so each claim's round trip and commit serve as many
+    requests as one concurrency's worth."""
+    return max(1, capacity // PREFETCH)

@@ -115,7 +115,8 @@ LIMIT 1;
 
 -- name: claim
 -- Lease the head of each given endpoint's queue, in event-id order: at most $2 rows and, beyond
--- the first row, at most about $3 bytes of body (estimated; batching.py splits exactly).
+-- the first row, at most about $3 bytes of body (estimated from the stored jsonb, without
+-- rendering it; batching.py splits exactly).
 -- $1 webhook ids, $2 row limits, $3 byte limits, $4 estimated envelope bytes per event,
 -- $5 lease seconds. The rows are locked (SKIP LOCKED) inside ARRAY(...), an InitPlan, so the
 -- UPDATE is a TID scan of exactly those rows whatever the planner guesses about their number;
@@ -143,7 +144,7 @@ WHERE q.ctid = ANY (ARRAY(
             FOR UPDATE SKIP LOCKED
         ) AS h
         CROSS JOIN LATERAL (
-            SELECT octet_length(ev.payload::text) + octet_length(ev.topic) + $4::int AS bytes
+            SELECT pg_column_size(ev.payload) + octet_length(ev.topic) + $4::int AS bytes
             FROM webhook_events AS ev
             WHERE ev.id = h.event_id
             OFFSET 0
