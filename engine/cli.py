@@ -1,4 +1,5 @@
-"""Command line: `webhook-engine init-db` and `webhook-engine run`."""
+"""Command line: `webhook-engine init-db`, `run`, `failed`, `replay`; the API's `api` and
+`api-key` come from engine/api/commands.py."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import structlog
 
 from engine import daemon, logs
 from engine.aio import run_loop
+from engine.api import commands as api_commands
 from engine.config import Config, ConfigError
 from engine.db.store import Store, init_schema
 
@@ -35,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("--config", help="TOML file (see config.example.toml)")
         command.add_argument("--dsn", help="Postgres DSN; overrides the file and the environment")
+    api_commands.add_parsers(commands)
     commands.choices["run"].add_argument(
         "--burst", action="store_true", help="exit once nothing is left to deliver now"
     )
@@ -60,8 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_list_failed(config, args.webhook, args.limit))
         if args.command == "replay":
             return asyncio.run(_replay(config, args.webhook, args.event))
+        if args.command in api_commands.COMMANDS:
+            return run_loop(api_commands.run(args, config))
         return run_loop(daemon.run(config, burst=args.burst))
-    except daemon.SchemaError as exc:
+    except (daemon.SchemaError, ConfigError) as exc:
         print(f"webhook-engine: {exc}", file=sys.stderr)
         return 2
     except (asyncpg.PostgresError, OSError) as exc:

@@ -94,6 +94,14 @@ class ShutdownConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ApiConfig:
+    # host:port of the management API served by `run` (and `api`); "" turns it off in `run`.
+    listen: str = "127.0.0.1:8080"
+    # Request bodies above this many bytes answer 413 (a batch of 1,000 events must fit).
+    max_body_bytes: int = 5_000_000
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
@@ -102,6 +110,7 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     @classmethod
     def load(cls, path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
@@ -156,6 +165,7 @@ class Config:
             "shutdown.grace_s": self.shutdown.grace_s,
             "retention.prune_interval_s": self.retention.prune_interval_s,
             "retention.prune_batch": self.retention.prune_batch,
+            "api.max_body_bytes": self.api.max_body_bytes,
         }
         for name, value in positive.items():
             if not math.isfinite(value) or value <= 0:
@@ -187,6 +197,8 @@ class Config:
                 f"delivery.lease_s ({d.lease_s}) must exceed delivery.total_timeout_s "
                 f"({d.total_timeout_s}), or a slow request's events could be sent twice"
             )
+        if self.api.listen:
+            split_listen(self.api.listen)
         if self.database.synchronous_commit not in ("on", "off", "local", "remote_write"):
             raise ConfigError(
                 "database.synchronous_commit must be one of on, off, local, remote_write"
@@ -201,7 +213,17 @@ _SECTION_TYPES: dict[str, type] = {
     "retention": RetentionConfig,
     "maintenance": MaintenanceConfig,
     "shutdown": ShutdownConfig,
+    "api": ApiConfig,
 }
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """ "host:port" (or "[v6]:port") as (host, port); ConfigError when it is neither."""
+    host, sep, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f'api.listen must be host:port (or "" for off), got {listen!r}')
+    return host, int(port)
 
 
 def _build_section(section_type: type, values: dict[str, Any], where: str) -> Any:

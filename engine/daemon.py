@@ -13,6 +13,7 @@ import asyncpg
 import structlog
 
 from engine.aio import wait_first
+from engine.api.server import ApiServer
 from engine.config import Config
 from engine.db.store import SCHEMA_VERSION, EndpointState, Store
 from engine.delivery.backoff import Reconnect
@@ -114,6 +115,8 @@ async def run(
                 "vacuum": QueueVacuum(store, config.maintenance),
                 "stats": stats,
             }
+            if config.api.listen:
+                loops["api"] = ApiServer(config)
             return await _supervise(config, stop, scheduler, recorder, loops, burst)
     finally:
         await store.close()

@@ -18,6 +18,8 @@ def test_settings(dsn: str, **sections: dict[str, Any]) -> dict[str, dict[str, A
         },
         "recorder": {"flush_interval_ms": 2.0},
         "shutdown": {"grace_s": 5.0},
+        # Off: many test daemons run at once; API tests start their own server on port 0.
+        "api": {"listen": ""},
     }
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
