@@ -143,7 +143,7 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         return invalid(None, f"a value is out of range: {type(exc).__name__}").response()
     except UnicodeEncodeError:
         return invalid(None, "text must be valid Unicode (no lone surrogates)").response()
-    except (asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+    except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError) as exc:
         log.warning("api.database_unavailable", path=request.path, error=type(exc).__name__)
         return Problem(503, "the database is unavailable; try again").response()
     except Exception:

@@ -19,7 +19,7 @@ from uuid import UUID
 import asyncpg
 import orjson
 
-from engine.db.store import Conn, load_queries
+from engine.db.store import DB_ERRORS, Conn, _reset_connection, load_queries
 
 QUERIES = load_queries(resources.files("engine.db").joinpath("sql/api.sql").read_text("utf-8"))
 KEY_PREFIX = "whk_"
@@ -121,6 +121,9 @@ class ApiStore:
             dsn,
             min_size=1,
             max_size=pool_size,
+            # The API's queries leave no session state, so skip asyncpg's reset round trip on
+            # every release (measured: it doubled the round trips of a read).
+            reset=_reset_connection,
             server_settings={"application_name": "webhook-engine-api", "jit": "off"},
         )
         return cls(pool)
@@ -131,7 +134,7 @@ class ApiStore:
     async def ping(self, timeout_s: float) -> bool:
         try:
             return bool(await self._pool.fetchval(QUERIES["ping"], timeout=timeout_s))
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        except DB_ERRORS:
             return False
 
     # --- API keys -------------------------------------------------------------------------
@@ -226,21 +229,19 @@ class ApiStore:
     async def add_events(self, events: Sequence[NewEvent]) -> list[str]:
         """Insert the events in one statement (one fan-out); an idempotency key seen before in
         the tenant answers the earlier event. Returns the events, in order, as JSON."""
-        tenants = [e.tenant for e in events]
+        if all(e.webhook_id is None and e.idempotency_key is None for e in events):
+            # The common case is one statement, one round trip (its own transaction).
+            rows = await self._pool.fetch(QUERIES["insert_events"], *_event_columns(events))
+            return [row[0] for row in rows]
         async with self._pool.acquire() as conn, conn.transaction():
             missing = await conn.fetchval(
-                QUERIES["unknown_targets"], tenants, [e.webhook_id for e in events]
+                QUERIES["unknown_targets"],
+                [e.tenant for e in events],
+                [e.webhook_id for e in events],
             )
             if missing is not None:
                 raise TargetNotFound(int(missing) - 1)
-            rows = await conn.fetch(
-                QUERIES["insert_events"],
-                tenants,
-                [e.topic for e in events],
-                [e.payload for e in events],
-                [e.webhook_id for e in events],
-                [e.idempotency_key for e in events],
-            )
+            rows = await conn.fetch(QUERIES["insert_events"], *_event_columns(events))
             # Rows come back in input order; an event whose key was inserted by an earlier
             # event (before, or earlier in this batch) answers that one.
             inserted_keys = {row[1] for row in rows if row[1] is not None}
@@ -349,6 +350,16 @@ class ApiStore:
             if row["count"] and not dry_run:
                 await conn.execute(QUERIES["wake"])
             return int(row["count"])
+
+
+def _event_columns(events: Sequence[NewEvent]) -> list[list[Any]]:
+    return [
+        [e.tenant for e in events],
+        [e.topic for e in events],
+        [e.payload for e in events],
+        [e.webhook_id for e in events],
+        [e.idempotency_key for e in events],
+    ]
 
 
 async def _earlier_events(conn: Conn, events: Sequence[NewEvent]) -> dict[str, str]:
