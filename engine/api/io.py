@@ -35,6 +35,8 @@ async def read_body(request: web.Request, type_: Any, *, optional: bool = False)
         raise from_validation(exc) from None
     except msgspec.DecodeError as exc:
         raise Problem(400, f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise Problem(400, "the body's JSON is nested too deeply") from None
 
 
 def read_query(request: web.Request, type_: type[T]) -> T:

@@ -90,7 +90,8 @@ def from_database(exc: asyncpg.PostgresError) -> Problem | None:
     """A database refusal caused by the request, as a 4xx; None for anything else."""
     state = exc.sqlstate or ""
     message = _URL_USERINFO.sub(r"\1***@", exc.args[0] if exc.args else str(exc))
-    if state in ("23514", "23502", "23503") or state.startswith("22") or state == "54000":
+    # 22: bad data (NUL in text, a number out of range); 54: too big or too deep for Postgres.
+    if state in ("23514", "23502", "23503") or state[:2] in ("22", "54"):
         column = getattr(exc, "column_name", None)
         prefixed = _COLUMN_PREFIX.match(message)
         field = column or (prefixed.group(1) if prefixed else None)

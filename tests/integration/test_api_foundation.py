@@ -97,6 +97,11 @@ async def test_bad_bodies_get_one_clear_problem(api: Api, small_api: Api) -> Non
         "POST", "/v1/webhooks", data=b'{"url": ', headers={"Content-Type": "application/json"}
     )
     assert_problem(malformed, 400)
+    deep = b'{"topic": "a", "payload": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    nested = await api.call(
+        "POST", "/v1/events", data=deep, headers={"Content-Type": "application/json"}
+    )
+    assert "nested too deeply" in str(assert_problem(nested, 400)["detail"])
     not_json = await api.call("POST", "/v1/webhooks", data=b"url=x")
     assert_problem(not_json, 415)
     unknown = assert_problem(
@@ -110,10 +115,10 @@ async def test_bad_bodies_get_one_clear_problem(api: Api, small_api: Api) -> Non
         422,
     )
     assert wrong["errors"][0]["field"] == "maximum_events"  # type: ignore[index]
-    nested = assert_problem(
+    item = assert_problem(
         await api.call("POST", "/v1/webhooks", json={"url": "http://a/", "topics": ["a", 1]}), 422
     )
-    assert nested["errors"][0]["field"] == "topics[1]"  # type: ignore[index]
+    assert item["errors"][0]["field"] == "topics[1]"  # type: ignore[index]
     too_big = await small_api.call("POST", "/v1/events", json={"topic": "a", "payload": "x" * 5000})
     assert "2000" in str(assert_problem(too_big, 413)["detail"])
     assert_problem(await api.call("GET", "/v1/webhooks", params={"limit": "500"}), 422)
