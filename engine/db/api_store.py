@@ -105,7 +105,7 @@ def key_hash(key: str) -> bytes:
 
 
 def key_prefix(key: str) -> str | None:
-    if not key.startswith(KEY_PREFIX):
+    if not key.startswith(KEY_PREFIX) or not key.isascii():
         return None
     prefix, sep, _ = key[len(KEY_PREFIX) :].partition("_")
     return prefix if sep and prefix else None
