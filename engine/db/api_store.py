@@ -131,6 +131,10 @@ class ApiStore:
     async def close(self) -> None:
         await self._pool.close()
 
+    async def _doc(self, query: str, *args: Any) -> str | None:
+        """The one JSON text a query answers, None when it finds no row."""
+        return _text(await self._pool.fetchval(QUERIES[query], *args))
+
     async def ping(self, timeout_s: float) -> bool:
         try:
             return bool(await self._pool.fetchval(QUERIES["ping"], timeout=timeout_s))
@@ -195,14 +199,12 @@ class ApiStore:
         return str(doc)
 
     async def get_webhook(self, scope: Scope, webhook_id: int) -> str | None:
-        return await self._pool.fetchval(QUERIES["get_webhook"], scope.tenant, webhook_id)  # type: ignore[no-any-return]
+        return await self._doc("get_webhook", scope.tenant, webhook_id)
 
     async def update_webhook(
         self, scope: Scope, webhook_id: int, columns: dict[str, Any]
     ) -> str | None:
-        return await self._pool.fetchval(  # type: ignore[no-any-return]
-            QUERIES["update_webhook"], scope.tenant, webhook_id, _json(columns)
-        )
+        return await self._doc("update_webhook", scope.tenant, webhook_id, _json(columns))
 
     async def delete_webhook(self, scope: Scope, webhook_id: int) -> bool:
         return (
@@ -219,10 +221,12 @@ class ApiStore:
                 return None
             if auth_type not in ("hmac", "token"):
                 raise NoSecret(auth_type)
-            return await conn.fetchval(QUERIES["rotate_secret"], scope.tenant, webhook_id, secret)  # type: ignore[no-any-return]
+            return _text(
+                await conn.fetchval(QUERIES["rotate_secret"], scope.tenant, webhook_id, secret)
+            )
 
     async def reveal_secret(self, scope: Scope, webhook_id: int) -> str | None:
-        return await self._pool.fetchval(QUERIES["reveal_secret"], scope.tenant, webhook_id)  # type: ignore[no-any-return]
+        return await self._doc("reveal_secret", scope.tenant, webhook_id)
 
     # --- events ---------------------------------------------------------------------------
 
@@ -264,7 +268,7 @@ class ApiStore:
         ]
 
     async def get_event(self, scope: Scope, event_id: int) -> str | None:
-        return await self._pool.fetchval(QUERIES["get_event"], scope.tenant, event_id)  # type: ignore[no-any-return]
+        return await self._doc("get_event", scope.tenant, event_id)
 
     # --- deliveries -----------------------------------------------------------------------
 
@@ -297,8 +301,8 @@ class ApiStore:
         limit: int,
     ) -> str | None:
         """A page of log summaries, newest first, as a JSON array; None: webhook not in scope."""
-        return await self._pool.fetchval(  # type: ignore[no-any-return]
-            QUERIES["list_logs"],
+        return await self._doc(
+            "list_logs",
             scope.tenant,
             webhook_id,
             since,
@@ -310,12 +314,12 @@ class ApiStore:
         )
 
     async def get_log(self, scope: Scope, webhook_id: int, request_id: UUID) -> str | None:
-        return await self._pool.fetchval(QUERIES["get_log"], scope.tenant, webhook_id, request_id)  # type: ignore[no-any-return]
+        return await self._doc("get_log", scope.tenant, webhook_id, request_id)
 
     async def webhook_stats(
         self, scope: Scope, webhook_id: int, since: datetime | None
     ) -> str | None:
-        return await self._pool.fetchval(QUERIES["webhook_stats"], scope.tenant, webhook_id, since)  # type: ignore[no-any-return]
+        return await self._doc("webhook_stats", scope.tenant, webhook_id, since)
 
     async def replay(
         self,
@@ -377,6 +381,10 @@ async def _earlier_events(conn: Conn, events: Sequence[NewEvent]) -> dict[str, s
         if not row["same"]:
             raise IdempotencyConflict(row["key"])
     return {row["key"]: row["doc"] for row in rows}
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _json(value: dict[str, Any]) -> str:
