@@ -134,8 +134,12 @@ class Webhook(msgspec.Struct, kw_only=True):
 
 
 class WebhookHealth(Webhook, kw_only=True):
-    pending: int
-    failed: int
+    # Counted up to 1,000 so that this read costs the same whatever the backlog; *_more says
+    # there are more (GET .../stats counts them all).
+    pending: Annotated[int, Meta(description="queued events, counted up to 1,000")]
+    pending_more: bool
+    failed: Annotated[int, Meta(description="given-up events, counted up to 1,000")]
+    failed_more: bool
     last_success_at: datetime | None
     last_failure_at: datetime | None
 

@@ -211,3 +211,15 @@ async def test_concurrent_creates_all_land(api: Api) -> None:
     made = await asyncio.gather(*(api.webhook(name=f"c{i}") for i in range(20)))
     assert len({m["id"] for m in made}) == 20
     assert (await api.ok("GET", "/v1/webhooks/count"))["count"] == 20
+
+
+async def test_health_counts_stop_at_a_thousand(api: Api, db: asyncpg.Connection) -> None:
+    hook = await api.webhook(topics=["*"])
+    await db.execute("INSERT INTO webhook_events (topic) SELECT 'a' FROM generate_series(1, 1000)")
+    read = await api.ok("GET", f"/v1/webhooks/{hook['id']}")
+    assert (read["pending"], read["pending_more"]) == (1000, False)
+    await db.execute("INSERT INTO webhook_events (topic) VALUES ('a')")
+    read = await api.ok("GET", f"/v1/webhooks/{hook['id']}")
+    assert (read["pending"], read["pending_more"], read["failed_more"]) == (1000, True, False)
+    stats = await api.ok("GET", f"/v1/webhooks/{hook['id']}/stats")
+    assert stats["pending"] == 1001

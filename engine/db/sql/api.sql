@@ -65,12 +65,12 @@ WHERE $1::text IS NULL OR $1 = $2
 RETURNING to_jsonb(w)::text;
 
 -- name: get_webhook
--- The webhook and its health.
+-- The webhook and its health. Queued and given-up events are counted up to 1,000 (a read must
+-- not cost in proportion to a backlog: 20,000 queued rows took 2.2 ms to count, and this is the
+-- read a dashboard polls); GET .../stats counts them all.
 SELECT (to_jsonb(w) || jsonb_build_object(
-    'pending', (SELECT count(*) FROM webhook_queue AS q
-                WHERE q.webhook_id = w.id AND q.failed_at IS NULL),
-    'failed', (SELECT count(*) FROM webhook_queue AS q
-               WHERE q.webhook_id = w.id AND q.failed_at IS NOT NULL),
+    'pending', least(pending.n, 1000), 'pending_more', pending.n > 1000,
+    'failed', least(failed.n, 1000), 'failed_more', failed.n > 1000,
     'last_success_at', (SELECT l.delivered_at FROM webhook_logs AS l
                         WHERE l.webhook_id = w.id AND l.success
                         ORDER BY l.delivered_at DESC LIMIT 1),
@@ -79,6 +79,20 @@ SELECT (to_jsonb(w) || jsonb_build_object(
                         ORDER BY l.delivered_at DESC LIMIT 1)
 ))::text
 FROM webhooks AS w
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n FROM (
+        SELECT 1 FROM webhook_queue AS q
+        WHERE q.webhook_id = w.id AND q.failed_at IS NULL
+        LIMIT 1001
+    ) AS capped
+) AS pending
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n FROM (
+        SELECT 1 FROM webhook_queue AS q
+        WHERE q.webhook_id = w.id AND q.failed_at IS NOT NULL
+        LIMIT 1001
+    ) AS capped
+) AS failed
 WHERE w.id = $2 AND ($1::text IS NULL OR w.tenant = $1);
 
 -- name: update_webhook
