@@ -433,3 +433,7 @@ CREATE TABLE IF NOT EXISTS webhook_api_keys (
 ALTER TABLE webhook_events ADD COLUMN IF NOT EXISTS idempotency_key text;
 CREATE UNIQUE INDEX IF NOT EXISTS webhook_events_idempotency_idx
     ON webhook_events (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
+-- An endpoint's last failure (GET /v1/webhooks/{id}) without walking all its successes; failed
+-- requests are few, so the delivery path rarely writes to it.
+CREATE INDEX IF NOT EXISTS webhook_logs_failed_idx ON webhook_logs (webhook_id, delivered_at)
+    WHERE NOT success;
