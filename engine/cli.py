@@ -28,6 +28,7 @@ import structlog
 
 from engine import daemon, logs
 from engine.aio import run_loop
+from engine.api import commands as api_commands
 from engine.config import Config, ConfigError
 from engine.db import dsn as dsn_text
 from engine.db.store import Store, create_roles, init_schema
@@ -185,6 +186,20 @@ COMMANDS: tuple[Command, ...] = (
         help=ops_commands.TAIL_HELP,
         handler=lambda invocation: run_loop(ops_commands.run(invocation.args, invocation.config)),
         arguments=ops_commands.tail_arguments,
+    ),
+    Command(
+        name="api",
+        help=api_commands.API_HELP,
+        handler=lambda invocation: run_loop(api_commands.run(invocation.args, invocation.config)),
+        arguments=api_commands.api_arguments,
+    ),
+    Command(
+        name="api-key",
+        help=api_commands.API_KEY_HELP,
+        handler=lambda invocation: run_loop(api_commands.run(invocation.args, invocation.config)),
+        arguments=lambda parser: api_commands.api_key_arguments(
+            parser, lambda action: _global_options(action, defaults=False)
+        ),
     ),
     Command(
         name="dsn",

@@ -108,6 +108,14 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ApiConfig:
+    # host:port of the management API served by `run` (and `api`); "" turns it off in `run`.
+    listen: str = "127.0.0.1:8080"
+    # Request bodies above this many bytes answer 413 (a batch of 1,000 events must fit).
+    max_body_bytes: int = 5_000_000
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
@@ -117,6 +125,7 @@ class Config:
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     @classmethod
     def load(cls, path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
@@ -171,6 +180,7 @@ class Config:
             "shutdown.grace_s": self.shutdown.grace_s,
             "retention.prune_interval_s": self.retention.prune_interval_s,
             "retention.prune_batch": self.retention.prune_batch,
+            "api.max_body_bytes": self.api.max_body_bytes,
         }
         for name, value in positive.items():
             if not math.isfinite(value) or value <= 0:
@@ -208,6 +218,8 @@ class Config:
             )
         if self.metrics.listen:
             listen_address(self.metrics.listen)  # raises ConfigError when malformed
+        if self.api.listen:
+            listen_address(self.api.listen, "api.listen")
         if self.database.synchronous_commit not in ("on", "off", "local", "remote_write"):
             raise ConfigError(
                 "database.synchronous_commit must be one of on, off, local, remote_write"
@@ -223,6 +235,7 @@ _SECTION_TYPES: dict[str, type] = {
     "maintenance": MaintenanceConfig,
     "shutdown": ShutdownConfig,
     "metrics": MetricsConfig,
+    "api": ApiConfig,
 }
 
 
@@ -238,12 +251,13 @@ def _build_section(section_type: type, values: dict[str, Any], where: str) -> An
     return section_type(**kwargs)
 
 
-def listen_address(listen: str) -> tuple[str, int]:
-    """`host:port` (`[::1]:port` for IPv6) as (host, port); port 0 picks a free one."""
+def listen_address(listen: str, setting: str = "metrics.listen") -> tuple[str, int]:
+    """`host:port` (`[::1]:port` for IPv6) as (host, port); port 0 picks a free one. `setting`
+    names the option in the error."""
     host, sep, port = listen.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f'metrics.listen must be host:port (or "" for off), got {listen!r}')
+        raise ConfigError(f'{setting} must be host:port (or "" for off), got {listen!r}')
     return host, int(port)
 
 

@@ -12,6 +12,7 @@ import asyncpg
 import structlog
 
 from engine.aio import wait_first
+from engine.api.server import ApiServer
 from engine.config import Config
 from engine.db.ops import OpsReader
 from engine.db.store import SCHEMA_VERSION, EndpointState, Store
@@ -129,6 +130,8 @@ async def run(
                 "vacuum": QueueVacuum(store, config.maintenance),
                 "stats": stats,
             }
+            if config.api.listen:
+                loops["api"] = ApiServer(config)
             health = Health(reader, listener_connected=listener.connected.is_set)
             if metrics is not None:
                 metrics.watch_in_flight(lambda: scheduler.in_flight)

@@ -26,6 +26,8 @@ def test_settings(dsn: str, **sections: dict[str, Any]) -> dict[str, dict[str, A
         "shutdown": {"grace_s": 5.0},
         # Off: tests run many daemons at once; the metrics tests turn it on at a free port.
         "metrics": {"listen": ""},
+        # Off: many test daemons run at once; API tests start their own server on port 0.
+        "api": {"listen": ""},
     }
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
