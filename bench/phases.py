@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import time
@@ -163,18 +164,22 @@ async def phase_throughput(
     commits_before = await xact_commits(dsn)
     meter = CpuMeter(receiver.pid)
     log = workdir / "throughput.log"
-    async with running_daemon(config, burst=True, log=log) as daemon:
-        exit_code = await daemon.wait()
+    async with contextlib.AsyncExitStack() as stack:
+        daemons = [
+            await stack.enter_async_context(running_daemon(config, burst=True, log=log))
+            for _ in range(args.daemons)
+        ]
+        codes = [await daemon.wait() for daemon in daemons]
         exited_at = time.time()
     cpu = meter.read()
     engine = await engine_records(dsn)
     return ThroughputResult(
         insert_s=insert_s,
-        started_at=daemon.started_at,
+        started_at=daemons[0].started_at,
         exited_at=exited_at,
-        exit_code=exit_code,
-        peak_rss_kib=daemon.peak_rss_kib,
-        daemon_cpu_s=daemon.cpu_s,
+        exit_code=max(codes, key=abs),
+        peak_rss_kib=max(d.peak_rss_kib for d in daemons),
+        daemon_cpu_s=sum(d.cpu_s for d in daemons),
         cpu=cpu,
         xact_commits=engine.xact_commit - commits_before,
         seen=tally(await receiver.records(), expected),

@@ -77,7 +77,7 @@ def print_throughput(r: ThroughputResult, events: int) -> None:
     print(f"received           {s.distinct}/{s.expected} distinct, {s.duplicates} duplicates,")
     print(f"                   {s.missing} missing, {s.unexpected} unexpected")
     print(f"peak RSS           {r.peak_rss_kib / 1024:.1f} MiB")
-    print(f"cpu                daemon {r.daemon_cpu_s:.2f} s, receiver {r.cpu.receiver_s:.2f} s")
+    print(f"cpu                daemon(s) {r.daemon_cpu_s:.2f} s, receiver {r.cpu.receiver_s:.2f} s")
     print_machine_busy(r.cpu)
     print(f"pg transactions    {r.xact_commits} committed in the bench database during the phase")
     print_engine_records(r.engine, expected_logs=r.posts)
@@ -139,6 +139,7 @@ def summary(
         "concurrency": args.concurrency,
         "per_endpoint": args.per_endpoint,
         "endpoints": args.endpoints,
+        "daemons": args.daemons,
         "maximum_events": args.maximum_events,
         "synchronous_commit": args.synchronous_commit,
         "raw_rps": round(raw.rps, 1),

@@ -68,6 +68,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--per-endpoint", type=int, default=64, help="daemon: per_endpoint_concurrency; raw phase"
     )
     p.add_argument("--endpoints", type=int, default=1, help="events spread over this many")
+    p.add_argument("--daemons", type=int, default=1, help="burst daemons run side by side")
     p.add_argument("--maximum-events", type=int, default=1, help="webhooks.maximum_events")
     p.add_argument(
         "--synchronous-commit", default="on", choices=("on", "off", "local", "remote_write")
@@ -79,7 +80,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     resolve_admin_dsn(p, args)
     counts = (args.events, args.concurrency, args.per_endpoint, args.latency_events)
-    if min(*counts, args.endpoints, args.maximum_events) < 1:
+    if min(*counts, args.endpoints, args.maximum_events, args.daemons) < 1:
         p.error("counts and concurrencies must be at least 1")
     if args.rate <= 0:
         p.error("--rate must be positive")
