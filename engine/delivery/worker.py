@@ -14,7 +14,6 @@ from engine.delivery.sender import Sender
 from engine.models import Batch, LogRow, Outcome, OutgoingRequest, Response, Webhook
 from engine.ops.logfields import endpoint_fields
 from engine.wire import profiles
-from engine.wire.networks import literal_host
 from engine.wire.redact import headers_json, truncate_body
 
 log = structlog.get_logger("engine.worker")
@@ -82,8 +81,7 @@ class Worker:
         if webhook.id in self._destination_checked:
             return
         self._destination_checked.add(webhook.id)
-        address = literal_host(webhook.url)
-        refusal = self._sender.networks.refusal(address) if address is not None else None
+        refusal = self._sender.literal_refusal(webhook.url)
         if refusal is not None:
             log.warning("webhook.destination_blocked", webhook_id=webhook.id, error=refusal)
 
