@@ -33,7 +33,10 @@ def write_config(path: Path, dsn: str, args: argparse.Namespace) -> Path:
         f"concurrency = {args.concurrency}\n"
         f"per_endpoint_concurrency = {args.per_endpoint}\n"
         # The bench receiver is on loopback, which the daemon refuses unless opened.
-        'allow_networks = ["127.0.0.0/8", "::1/128"]\n',
+        'allow_networks = ["127.0.0.0/8", "::1/128"]\n\n'
+        # No API or metrics listener: several bench daemons may run side by side, and nothing
+        # scrapes or calls them here (idle, they cost nothing measurable).
+        '[api]\nlisten = ""\n\n[metrics]\nlisten = ""\n',
         encoding="utf-8",
     )
     return path
