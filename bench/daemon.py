@@ -23,7 +23,8 @@ SAMPLE_S = 0.1
 STOP_WAIT_S = 30.0  # the daemon's default shutdown grace (20 s) plus margin
 
 
-def write_config(path: Path, dsn: str, args: argparse.Namespace) -> Path:
+def write_config(path: Path, dsn: str, args: argparse.Namespace, *, api_listen: str = "") -> Path:
+    """The daemon's config; the API is served only on `api_listen` (host:port) when given."""
     path.write_text(
         "[database]\n"
         f"dsn = {json.dumps(dsn)}\n"
@@ -34,9 +35,10 @@ def write_config(path: Path, dsn: str, args: argparse.Namespace) -> Path:
         f"per_endpoint_concurrency = {args.per_endpoint}\n"
         # The bench receiver is on loopback, which the daemon refuses unless opened.
         'allow_networks = ["127.0.0.0/8", "::1/128"]\n\n'
-        # No API or metrics listener: several bench daemons may run side by side, and nothing
-        # scrapes or calls them here (idle, they cost nothing measurable).
-        '[api]\nlisten = ""\n\n[metrics]\nlisten = ""\n',
+        # No metrics listener (and no API unless asked for): several bench daemons may run side
+        # by side, and nothing scrapes them here (idle, they cost nothing measurable).
+        f"[api]\nlisten = {json.dumps(api_listen)}\n\n"
+        '[metrics]\nlisten = ""\n',
         encoding="utf-8",
     )
     return path
