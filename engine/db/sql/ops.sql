@@ -17,25 +17,23 @@ SELECT
 -- name: oldest_due_age
 -- Seconds since the oldest event that is due now was created: pending, not leased, for an
 -- endpoint that is active and not backing off; NULL when nothing is due.
--- Cost follows the endpoints that have queue rows, not all webhooks: `queued` is a loose index
--- scan of the primary key (one descent per distinct webhook_id in the queue, whatever its
--- backlog); each of those that is due gets one probe for its head. Event ids grow with time, so
--- the smallest head is the oldest event, and only that one event row is read.
-WITH RECURSIVE queued(webhook_id) AS (
-    (SELECT q.webhook_id FROM webhook_queue AS q ORDER BY q.webhook_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT q.webhook_id FROM webhook_queue AS q
-            WHERE q.webhook_id > queued.webhook_id
-            ORDER BY q.webhook_id LIMIT 1)
-    FROM queued
-    WHERE queued.webhook_id IS NOT NULL
+-- Cost follows the endpoints with due work, not all webhooks nor every endpoint with queue rows:
+-- the candidates are the scheduler's due set (webhook_due, through its due_at index) and the
+-- arrivals no daemon has taken in yet (with no daemon running they pile up, and the lag must
+-- show it; the first 10,000 are enough to find the oldest, as they lie roughly in insertion order).
+-- Each candidate gets one probe for its head. Event ids grow with time, so the smallest head is
+-- the oldest event, and only that one event row is read.
+WITH candidates AS (
+    SELECT d.webhook_id FROM webhook_due AS d WHERE d.due_at <= now()
+    UNION
+    SELECT a.webhook_id FROM (SELECT webhook_id FROM webhook_arrivals LIMIT 10000) AS a
 )
 SELECT extract(epoch FROM now() - e.created_at)::float8
 FROM webhook_events AS e
 WHERE e.id = (
     SELECT min(h.event_id)
-    FROM queued
-    JOIN webhooks AS w ON w.id = queued.webhook_id
+    FROM candidates AS d
+    JOIN webhooks AS w ON w.id = d.webhook_id
     CROSS JOIN LATERAL (
         SELECT q.event_id FROM webhook_queue AS q
         WHERE q.webhook_id = w.id
