@@ -628,10 +628,11 @@ COMMENT ON COLUMN webhook_logs.response_body_size IS
 -- One row per endpoint answering "why is it (not) receiving?": its effective state, how much is
 -- waiting, and its last success and last error. Public contract: columns may be added at the end
 -- (CREATE OR REPLACE VIEW allows only that), never renamed or removed.
--- Cost per endpoint is a few index look-ups, never a scan of another endpoint's rows: pending
--- counts that endpoint's slice of the queue's primary key (webhook_id, event_id), failed its
--- slice of the partial index webhook_queue_failed_idx, and the last success and last error walk
--- webhook_logs_webhook_idx (webhook_id, delivered_at) backwards from the newest row.
+-- Cost per endpoint follows that endpoint alone, never another's rows: pending counts its slice
+-- of webhook_queue_pending_idx and failed its slice of webhook_queue_failed_idx (so an endpoint
+-- holding a million events costs a million-entry index count here: ask for it by id), and the
+-- last success and last error walk webhook_logs_webhook_idx (webhook_id, delivered_at) backwards
+-- from the newest row.
 CREATE OR REPLACE VIEW webhook_status AS
 SELECT w.id,
        w.tenant,
