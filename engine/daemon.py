@@ -120,7 +120,7 @@ async def run(
             reader = OpsReader(store.pool)
             stats = StatsLogger(
                 config.recorder.summary_interval_s,
-                in_flight=lambda: scheduler.in_flight,
+                in_flight=lambda: scheduler.sending,
                 queue=lambda: reader.queue_depth(QUEUE_COUNT_CAP),
             )
             listener = Listener(config.database.dsn, scheduler.wake)
@@ -134,7 +134,7 @@ async def run(
                 loops["api"] = ApiServer(config)
             health = Health(reader, listener_connected=listener.connected.is_set)
             if metrics is not None:
-                metrics.watch_in_flight(lambda: scheduler.in_flight)
+                metrics.watch_in_flight(lambda: scheduler.sending)
                 loops["ops"] = OpsServer(config.metrics.listen, metrics, health, reader)
             watchdog_s = watchdog_timeout_s()
             if watchdog_s is not None:

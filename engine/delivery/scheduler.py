@@ -49,6 +49,7 @@ class Scheduler:
         self._global = asyncio.Semaphore(config.concurrency)
         self._endpoint_limits: dict[int, asyncio.Semaphore] = {}
         self._in_flight: dict[int, int] = {}  # batches claimed and not yet finished, per webhook
+        self._sending = 0
         self._awaiting_flush: dict[int, int] = {}  # failed batches whose backoff is not written yet
         self._failing_since: dict[int, float] = {}  # monotonic time an endpoint was seen failing
         self._disabled: set[int] = set()  # endpoints this daemon disabled, to notice re-enabling
@@ -62,7 +63,14 @@ class Scheduler:
 
     @property
     def in_flight(self) -> int:
+        """Batches claimed and not yet finished: being sent, or claimed ahead and waiting for a
+        slot (PREFETCH)."""
         return sum(self._in_flight.values())
+
+    @property
+    def sending(self) -> int:
+        """Requests being sent right now."""
+        return self._sending
 
     async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
         """Deliver until `stop` is set (or, with burst, until nothing is left to do)."""
@@ -208,9 +216,9 @@ class Scheduler:
         return bool(claimed)
 
     def _budgets(self, ready: list[Webhook], free: int) -> list[ClaimBudget]:
-        """Share the free global slots among ready endpoints, evenly (an endpoint's queue
-        length is unknown until claimed), starting at a rotating offset so no endpoint is
-        always served last."""
+        """Share the free global slots among ready endpoints, evenly but at least MIN_SHARE
+        each (an endpoint's queue length is unknown until claimed), starting at a rotating offset
+        so no endpoint is always served last."""
         if not ready:
             return []
         self._rotation = (self._rotation + 1) % len(ready)
@@ -271,9 +279,12 @@ class Scheduler:
             async with self._global, limit:
                 if not self._stopping and not self._failed_since(webhook.id, claimed_at):
                     started = time.monotonic()
-                    outcome = self._classify(
-                        webhook.id, started, await self._worker.deliver(webhook, batch)
-                    )
+                    self._sending += 1
+                    try:
+                        result = await self._worker.deliver(webhook, batch)
+                    finally:
+                        self._sending -= 1
+                    outcome = self._classify(webhook.id, started, result)
         except asyncio.CancelledError:
             log.warning("delivery.interrupted", **endpoint_fields(webhook), events=batch.event_ids)
             raise

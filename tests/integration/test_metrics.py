@@ -265,3 +265,16 @@ async def test_a_taken_metrics_port_stops_the_daemon_with_a_clear_line(dsn: str)
             assert await asyncio.wait_for(running.task, 30) == 1
     failed = next(e for e in logs if e["event"] == "ops.listen_failed")
     assert failed["port"] == port and failed["host"] == "127.0.0.1"
+
+
+async def test_in_flight_counts_requests_being_sent_not_batches_claimed_ahead(
+    db: asyncpg.Connection, receiver: Receiver, engine: EngineFactory
+) -> None:
+    receiver.on("/hang", receiver.hang)
+    await add_webhook(db, receiver.url("/hang"), ["*"])
+    await add_events(db, 10)
+    _running, base = await start_with_metrics(engine, delivery={"per_endpoint_concurrency": 2})
+    await receiver.wait_for(lambda: receiver.in_flight == 2, what="two requests hanging")
+    leased = await db.fetchval("SELECT count(*) FROM webhook_queue WHERE locked_until > now()")
+    assert leased == 4, "two sending and two claimed ahead, waiting for a slot"
+    assert value(await scrape(base), "webhook_engine_requests_in_flight") == 2
