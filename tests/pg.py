@@ -1,7 +1,7 @@
 """Find a Postgres server for the tests: WEBHOOK_ENGINE_TEST_DSN, else the local server on
-127.0.0.1:5432, else an embedded one from the `pgserver` package (WEBHOOK_ENGINE_TEST_EMBEDDED=1
-forces that, to check the fallback). Each test gets its own database,
-cloned from a template that already holds the schema, and dropped afterwards."""
+127.0.0.1:5432, else the embedded server that `webhook-engine run` uses when no database is
+configured (WEBHOOK_ENGINE_TEST_EMBEDDED=1 forces that, to check the fallback). Each test gets its
+own database, cloned from a template that already holds the schema, and dropped afterwards."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -51,14 +52,15 @@ def server_dsn() -> Iterator[str]:
 
 @contextmanager
 def _embedded_server() -> Iterator[str]:
-    import pgserver  # only needed where no server is reachable
+    """The same embedded Postgres that `webhook-engine run` starts when no database is
+    configured (engine/ops/embedded.py), in a throw-away data directory."""
+    from engine.ops import embedded
 
-    with tempfile.TemporaryDirectory(prefix="webhook-engine-pg-") as data_dir:
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
-        try:
-            yield server.get_uri()
-        finally:
-            server.cleanup()
+    with (
+        tempfile.TemporaryDirectory(prefix="webhook-engine-pg-") as data_dir,
+        embedded.serve(Path(data_dir) / "postgres") as connection,
+    ):
+        yield with_database(connection.dsn, "postgres")
 
 
 async def create_template(admin_dsn: str) -> str:
