@@ -55,12 +55,6 @@ class Scheduler:
         self._disabled: set[int] = set()  # endpoints this daemon disabled, to notice re-enabling
         self._tasks: set[asyncio.Task[None]] = set()
         self._rotation = 0
-        # Endpoints this daemon ran dry while their last rows were still being sent (their due
-        # row then waits for the leases to expire), with the due version it saw; once their
-        # outcomes are committed, the next pass settles them again, which removes them from the
-        # due set instead of leaving a stale entry for lease_s.
-        self._drained: dict[int, int] = {}
-        self._recheck: dict[int, int] = {}
         # time.monotonic() of the last loop iteration, for the systemd watchdog.
         self.last_pass_at = time.monotonic()
 
@@ -145,9 +139,6 @@ class Scheduler:
     def on_flush(self, outcomes: Sequence[Outcome], states: Sequence[EndpointState]) -> None:
         """Called by the recorder once outcomes are committed."""
         for outcome in outcomes:
-            webhook_id = outcome.webhook_id
-            if webhook_id in self._drained and webhook_id not in self._in_flight:
-                self._recheck[webhook_id] = self._drained.pop(webhook_id)
             if outcome.sent and not outcome.success:
                 left = self._awaiting_flush.get(outcome.webhook_id, 0) - 1
                 if left > 0:
@@ -205,14 +196,6 @@ class Scheduler:
                 events, webhook.maximum_events, webhook.maximum_size, body_format
             ):
                 self._start(webhook, batch)
-        # Settled again below if this pass claimed for them; otherwise once more as dry now.
-        budgeted = {b.webhook.id for b in budgets}
-        settlements.extend(
-            Settlement(webhook_id=w, version=v, mode="dry")
-            for w, v in self._recheck.items()
-            if w not in budgeted
-        )
-        self._recheck.clear()
         versions = {d.webhook.id: d.version for d in ready}
         # Endpoints with rows left go to the back of the line, so those beyond this pass's limit
         # are served next; when every due endpoint fit in this pass there is no line to join.
@@ -221,8 +204,6 @@ class Scheduler:
             # Fewer rows than asked for: none left to claim (or the byte budget cut them short,
             # which settle_due finds out cheaply).
             dry = len(claimed.get(b.webhook.id, ())) < b.max_rows
-            if dry and b.webhook.id in claimed:
-                self._drained[b.webhook.id] = versions[b.webhook.id]
             if dry or rotate:
                 settlements.append(
                     Settlement(

@@ -10,13 +10,7 @@ import pytest
 
 from engine.db.store import ClaimBudget, DueWebhook, Settlement, Store
 from tests.conftest import wait_until
-from tests.integration.test_delivery import (
-    EngineFactory,
-    add_event,
-    add_webhook,
-    queue_empty,
-)
-from tests.receiver import Receiver
+from tests.integration.test_delivery import add_event, add_webhook
 
 
 @pytest.fixture
@@ -187,22 +181,3 @@ async def test_the_scheduling_tables_are_vacuumed_like_the_queue(
     )
     with pytest.raises(ValueError, match="webhooks is not one of"):
         await store.vacuum("webhooks")
-
-
-async def test_drained_endpoints_leave_the_due_set_without_waiting_for_their_lease(
-    db: asyncpg.Connection, receiver: Receiver, engine: EngineFactory
-) -> None:
-    """The last rows of each endpoint were still being sent when the claim ran it dry; once
-    their outcomes are in, the daemon takes the endpoint out (lease_s is 120 s here)."""
-    for i in range(3):
-        await add_webhook(db, receiver.url(f"/{i}"), [f"t{i}"])
-        for _ in range(2):
-            await add_event(db, f"t{i}", {})
-    engine(delivery={"lease_s": 120.0})
-    await wait_until(lambda: queue_empty(db), what="delivered")
-
-    async def due_set_empty() -> bool:
-        return bool(await db.fetchval("SELECT count(*) FROM webhook_due") == 0)
-
-    await wait_until(due_set_empty, within_s=5, what="the drained endpoints out of the due set")
-    assert len(receiver.requests) == 6
