@@ -190,8 +190,11 @@ class Store:
                 [s.mode for s in settlements],
             )
 
-    async def next_wakeup_s(self) -> float | None:
-        value = await self._pool.fetchval(QUERIES["next_wakeup"])
+    async def next_wakeup_s(self, *, pending_only: bool = False) -> float | None:
+        """Seconds until the next entry of the due set is due (0 when one is due now), None when
+        there is none; with `pending_only`, only entries whose endpoint has pending rows."""
+        query = QUERIES["next_pending_wakeup" if pending_only else "next_wakeup"]
+        value = await self._pool.fetchval(query)
         return None if value is None else max(float(value), 0.0)
 
     async def claim(self, budgets: Sequence[ClaimBudget], lease_s: float) -> dict[int, list[Event]]:

@@ -112,7 +112,7 @@ class Scheduler:
         (0: go again at once; None: burst mode has nothing left to do)."""
         if await self._schedule_once():
             return 0.0
-        if burst and self._idle() and await self._store.next_wakeup_s() is None:
+        if burst and self._idle() and await self._store.next_wakeup_s(pending_only=True) is None:
             return None
         timeout = self._config.poll_interval_s
         if self.in_flight == 0:

@@ -104,8 +104,15 @@ WHERE d.webhook_id = s.webhook_id
       END;
 
 -- name: next_wakeup
--- Seconds until the first endpoint that is due later (backing off, or leased) with pending rows
--- may be tried; NULL when there is none.
+-- Seconds until the first entry of the due set is due (negative: already due); NULL when the set
+-- is empty. One index probe: an entry may turn out to have nothing left (its rows were delivered
+-- while it waited for a lease to expire), which the pass at that time finds and removes.
+SELECT extract(epoch FROM min(d.due_at) - now())::float8
+FROM webhook_due AS d;
+
+-- name: next_pending_wakeup
+-- Like next_wakeup, but only entries whose endpoint still has pending rows count: burst mode's
+-- "is anything left?". It steps over entries with nothing left, so it is for that question only.
 SELECT extract(epoch FROM d.due_at - now())::float8
 FROM webhook_due AS d
 WHERE EXISTS (SELECT 1 FROM webhook_queue AS q
