@@ -277,7 +277,7 @@ class Scheduler:
                 webhook.id, asyncio.Semaphore(self._config.per_endpoint_concurrency)
             )
             async with self._global, limit:
-                if not self._stopping and not self._failed_since(webhook.id, claimed_at):
+                if self._may_send(webhook, batch, claimed_at):
                     started = time.monotonic()
                     self._sending += 1
                     try:
@@ -318,11 +318,34 @@ class Scheduler:
                 self._endpoint_limits.pop(webhook.id, None)
             self._wake.set()
 
+    def _may_send(self, webhook: Webhook, batch: Batch, claimed_at: float) -> bool:
+        """A batch that waited for its slot goes out unless the daemon is stopping, its
+        endpoint failed meanwhile, or its lease could run out before the request's timeout (the
+        events could then be claimed again and sent twice): it is released instead, with no
+        attempt counted, and claimed again with a fresh lease."""
+        if self._stopping or self._failed_since(webhook.id, claimed_at):
+            return False
+        lease_left_s = claimed_at + self._config.lease_s - time.monotonic()
+        if lease_left_s < self._config.total_timeout_s + _LEASE_MARGIN_S:
+            log.warning(
+                "delivery.lease_too_short",
+                **endpoint_fields(webhook),
+                events=batch.event_ids,
+                lease_left_s=round(lease_left_s, 3),
+                hint="the batch waited for a slot too long: raise delivery.lease_s",
+            )
+            return False
+        return True
+
     def _failed_since(self, webhook_id: int, claimed_at: float) -> bool:
         """Did the endpoint fail after this batch was claimed? Then it waits for the backoff
         with the rest of the queue instead of going out behind the failure."""
         since = self._failing_since.get(webhook_id)
         return since is not None and since > claimed_at
+
+
+# The claim's lease starts in Postgres a round trip before `claimed_at` is read here.
+_LEASE_MARGIN_S = 0.1
 
 
 def _bunch(capacity: int) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 import structlog
+from aiohttp import web
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from tests.conftest import RunningEngine, wait_until
@@ -310,3 +311,25 @@ async def test_global_and_per_endpoint_concurrency_limits(
     assert max(receiver.max_in_flight.values()) <= 3
     assert max(receiver.max_in_flight.values()) >= 2, "the limit was never even approached"
     assert receiver.max_total_in_flight <= 5
+
+
+async def test_a_batch_whose_lease_ran_low_while_waiting_is_claimed_again_not_sent(
+    db: asyncpg.Connection, receiver: Receiver, engine: EngineFactory
+) -> None:
+    """One slot, a batch claimed ahead waits for it while a slow request holds it; by then its
+    lease could expire during its own request, so it is released and claimed afresh."""
+
+    async def slow(_request: web.Request, _body: bytes) -> web.StreamResponse:
+        await asyncio.sleep(0.6)  # the receiver's answer time, not a wait of the test
+        return web.Response(text="ok")
+
+    receiver.on("/slow", slow)
+    await add_webhook(db, receiver.url("/slow"), ["*"])
+    await add_events(db, 4)
+    with structlog.testing.capture_logs() as logs:
+        engine(delivery={"per_endpoint_concurrency": 1, "lease_s": 1.5, "total_timeout_s": 1.0})
+        await wait_until(lambda: queue_empty(db), within_s=20, what="all delivered")
+    assert sorted(json.loads(r.body)["data"]["n"] for r in receiver.requests) == [1, 2, 3, 4]
+    assert any(e["event"] == "delivery.lease_too_short" for e in logs)
+    logged = await db.fetch("SELECT attempt FROM webhook_logs")
+    assert [r["attempt"] for r in logged] == [1, 1, 1, 1], "a released batch counts no attempt"
