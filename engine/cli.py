@@ -14,12 +14,12 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
@@ -147,6 +147,13 @@ def _dsn_command(invocation: Invocation) -> int:
     return EXIT_OK
 
 
+def _on_loop(
+    run: Callable[[argparse.Namespace, Config], Coroutine[Any, Any, int]],
+) -> Callable[[Invocation], int]:
+    """A command whose work is one coroutine, run on the daemon's event loop."""
+    return lambda invocation: run_loop(run(invocation.args, invocation.config))
+
+
 # The subcommands, in the order `--help` lists them. Add new ones here.
 COMMANDS: tuple[Command, ...] = (
     Command(
@@ -178,25 +185,25 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         name="status",
         help=ops_commands.STATUS_HELP,
-        handler=lambda invocation: run_loop(ops_commands.run(invocation.args, invocation.config)),
+        handler=_on_loop(ops_commands.run),
         arguments=ops_commands.status_arguments,
     ),
     Command(
         name="tail",
         help=ops_commands.TAIL_HELP,
-        handler=lambda invocation: run_loop(ops_commands.run(invocation.args, invocation.config)),
+        handler=_on_loop(ops_commands.run),
         arguments=ops_commands.tail_arguments,
     ),
     Command(
         name="api",
         help=api_commands.API_HELP,
-        handler=lambda invocation: run_loop(api_commands.run(invocation.args, invocation.config)),
+        handler=_on_loop(api_commands.run),
         arguments=api_commands.api_arguments,
     ),
     Command(
         name="api-key",
         help=api_commands.API_KEY_HELP,
-        handler=lambda invocation: run_loop(api_commands.run(invocation.args, invocation.config)),
+        handler=_on_loop(api_commands.run),
         arguments=lambda parser: api_commands.api_key_arguments(
             parser, lambda action: _global_options(action, defaults=False)
         ),
