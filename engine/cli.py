@@ -31,6 +31,7 @@ from engine.aio import run_loop
 from engine.api import commands as api_commands
 from engine.config import Config, ConfigError
 from engine.db import dsn as dsn_text
+from engine.db.ops import OpsReader
 from engine.db.store import Store, create_roles, init_schema
 from engine.ops import commands as ops_commands
 from engine.ops import embedded
@@ -390,7 +391,7 @@ async def _replay(config: Config, webhook_id: int | None, event_ids: list[int] |
 
 
 async def _require_webhook(store: Store, webhook_id: int | None) -> None:
-    if webhook_id is not None and not await store.webhook_exists(webhook_id):
+    if webhook_id is not None and not await OpsReader(store.pool).existing_webhooks([webhook_id]):
         raise UsageError(f"there is no webhook with id {webhook_id}")
 
 

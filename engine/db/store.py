@@ -234,17 +234,16 @@ class Store:
         failed_w, failed_e = _pairs(failed)
         final = [o for o in outcomes if o.sent and not o.success and o.final]
         final_w, final_e = _pairs(final)
-        log_rows = [o.log for o in outcomes if o.log is not None]
-        logs, sizes = _columns(log_rows), _size_columns(log_rows)
+        logs = _columns([o.log for o in outcomes if o.log is not None])
         if all(o.success and not o.webhook.consecutive_failures for o in outcomes):
             # Everything delivered to healthy endpoints: no endpoint state to touch, so one
             # statement (its own transaction) is the whole flush.
-            await self._pool.execute(QUERIES["complete_and_log"], *logs, done_w, done_e, *sizes)
+            await self._pool.execute(QUERIES["complete_and_log"], *logs, done_w, done_e)
             return []
         endpoint_ids, resets, failures = _endpoint_tallies(outcomes)
 
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(QUERIES["complete_and_log"], *logs, done_w, done_e, *sizes)
+            await conn.execute(QUERIES["complete_and_log"], *logs, done_w, done_e)
             if failed_w:
                 await conn.execute(QUERIES["release_failed"], failed_w, failed_e, _errors(failed))
             if final_w:
@@ -314,9 +313,6 @@ class Store:
 
     async def list_failed(self, webhook_id: int | None, limit: int) -> list[asyncpg.Record]:
         return list(await self._pool.fetch(QUERIES["list_failed"], webhook_id, limit))
-
-    async def webhook_exists(self, webhook_id: int) -> bool:
-        return bool(await self._pool.fetchval(QUERIES["webhook_exists"], webhook_id))
 
     async def replay_failed(
         self, webhook_id: int | None, event_ids: Sequence[int] | None = None
@@ -449,14 +445,6 @@ def _endpoint_tallies(outcomes: Sequence[Outcome]) -> tuple[list[int], list[bool
     return ids, [tally[i][0] for i in ids], [tally[i][1] for i in ids]
 
 
-def _size_columns(logs: Sequence[LogRow]) -> list[list[Any]]:
-    """The body sizes of log rows, complete_and_log's last two arrays ($19, $20)."""
-    return [
-        [log.request_body_size for log in logs],
-        [log.response_body_size for log in logs],
-    ]
-
-
 def _columns(logs: Sequence[LogRow]) -> list[list[Any]]:
     """Log rows as one array per column, for complete_and_log."""
     return [
@@ -476,4 +464,6 @@ def _columns(logs: Sequence[LogRow]) -> list[list[Any]]:
         [log.success for log in logs],
         [log.error for log in logs],
         [log.note for log in logs],
+        [log.request_body_size for log in logs],
+        [log.response_body_size for log in logs],
     ]

@@ -76,7 +76,7 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "webhook_engine_requests_in_flight",
-            "Batches claimed by this daemon and not yet finished",
+            "Requests this daemon is sending now (not batches claimed ahead, waiting for a slot)",
             registry=r,
         )
         self.queue_events = Gauge(

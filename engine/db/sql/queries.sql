@@ -196,14 +196,13 @@ WITH released AS (
 INSERT INTO webhook_arrivals (webhook_id) SELECT DISTINCT webhook_id FROM released;
 
 -- name: complete_and_log
--- Delivered queue rows ($17 webhook ids, $18 event ids) go, and one log row per request goes in,
+-- Delivered queue rows ($19 webhook ids, $20 event ids) go, and one log row per request goes in,
 -- in one statement: in the common all-delivered flush this is the only round trip.
 -- ON CONFLICT makes a retried flush (commit acknowledged too late) harmless. Log columns arrive
--- as arrays, event_ids as text ('{1,2}') since arrays of arrays must be rectangular; the body
--- sizes of cut bodies ($19, $20) came later, hence after the queue pairs.
+-- as arrays ($1-$18), event_ids as text ('{1,2}') since arrays of arrays must be rectangular.
 WITH done AS (
     DELETE FROM webhook_queue AS q
-    USING unnest($17::bigint[], $18::bigint[]) AS d(webhook_id, event_id)
+    USING unnest($19::bigint[], $20::bigint[]) AS d(webhook_id, event_id)
     WHERE q.webhook_id = d.webhook_id AND q.event_id = d.event_id
 )
 INSERT INTO webhook_logs (request_id, webhook_id, event_ids, attempt, delivered_at, duration_ms,
@@ -216,7 +215,7 @@ SELECT r.request_id, r.webhook_id, r.event_ids::bigint[], r.attempt, r.delivered
        r.request_body_size, r.response_body_size
 FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::int[], $5::timestamptz[], $6::int[],
             $7::text[], $8::text[], $9::text[], $10::text[], $11::int[], $12::text[], $13::text[],
-            $14::bool[], $15::text[], $16::text[], $19::bigint[], $20::bigint[])
+            $14::bool[], $15::text[], $16::text[], $17::bigint[], $18::bigint[])
      AS r(request_id, webhook_id, event_ids, attempt, delivered_at, duration_ms, method, url,
           request_headers, request_body, status_code, response_headers, response_body, success,
           error, note, request_body_size, response_body_size)
@@ -330,7 +329,3 @@ VACUUM (SKIP_LOCKED, ANALYZE) webhook_due;
 
 -- name: vacuum_webhook_arrivals
 VACUUM (SKIP_LOCKED, ANALYZE) webhook_arrivals;
-
--- name: webhook_exists
--- For the CLI: a clear "no such webhook" instead of an empty answer.
-SELECT EXISTS (SELECT 1 FROM webhooks WHERE id = $1);
