@@ -46,11 +46,6 @@ def clean_text(text: str) -> str:
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
-def truncate_bytes(data: bytes, limit_chars: int) -> str:
-    """The first `limit_chars` characters of `data` decoded as UTF-8 (invalid bytes replaced)."""
-    return truncate_body(data, limit_chars)[0]
-
-
 def truncate_body(data: bytes, limit_chars: int) -> tuple[str, bool]:
     """The first `limit_chars` characters of `data` decoded as UTF-8 (invalid bytes replaced),
     and whether that is less than all of `data`."""

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine.wire.redact import MASK, headers_json, mask_value, truncate_body, truncate_bytes
+from engine.wire.redact import MASK, headers_json, mask_value, truncate_body
 
 
 @pytest.mark.parametrize(
@@ -77,25 +77,25 @@ def test_headers_json_of_no_headers() -> None:
 
 
 def test_truncate_counts_characters_not_bytes() -> None:
-    assert truncate_bytes(("é" * 10).encode(), 3) == "ééé"
-    assert truncate_bytes(("😀" * 5).encode(), 2) == "😀😀"
-    assert truncate_bytes("a€😀bc".encode(), 3) == "a€😀"
+    assert truncate_body(("é" * 10).encode(), 3)[0] == "ééé"
+    assert truncate_body(("😀" * 5).encode(), 2)[0] == "😀😀"
+    assert truncate_body("a€😀bc".encode(), 3)[0] == "a€😀"
 
 
 def test_truncate_keeps_short_text_whole() -> None:
-    assert truncate_bytes(b"hello", 100) == "hello"
-    assert truncate_bytes(b"", 5) == ""
-    assert truncate_bytes(b"hello", 0) == ""
+    assert truncate_body(b"hello", 100)[0] == "hello"
+    assert truncate_body(b"", 5)[0] == ""
+    assert truncate_body(b"hello", 0)[0] == ""
 
 
 def test_truncate_replaces_invalid_utf8() -> None:
-    assert truncate_bytes(b"ab\xffcd", 10) == "ab\ufffdcd"
+    assert truncate_body(b"ab\xffcd", 10)[0] == "ab\ufffdcd"
     # A multi-byte character cut off in the data itself.
-    assert truncate_bytes("xé".encode()[:-1], 10) == "x\ufffd"
+    assert truncate_body("xé".encode()[:-1], 10)[0] == "x\ufffd"
 
 
 def test_truncate_strips_nul() -> None:
-    text = truncate_bytes(b"a\x00b\x00", 10)
+    text = truncate_body(b"a\x00b\x00", 10)[0]
 
     assert "\x00" not in text
     assert text == "a\ufffdb\ufffd"
@@ -104,7 +104,7 @@ def test_truncate_strips_nul() -> None:
 def test_truncate_of_long_multibyte_text_is_exact() -> None:
     data = ("ü" * 50_000 + "😀" * 50_000).encode()
 
-    text = truncate_bytes(data, 60_000)
+    text = truncate_body(data, 60_000)[0]
 
     assert text == "ü" * 50_000 + "😀" * 10_000
     assert "\ufffd" not in text
