@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -11,6 +13,7 @@ import pytest
 from engine import daemon
 from engine.config import Config
 from tests import pg
+from tests.daemon_process import DaemonProcess
 from tests.receiver import Receiver
 from tests.settings import test_settings
 
@@ -102,3 +105,20 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {within_s}s")
         await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def daemons() -> AsyncIterator[list[DaemonProcess]]:
+    """CLI processes a test starts (append them); any still running at teardown get SIGTERM,
+    so an embedded Postgres they started is stopped too, and are killed if that takes too long."""
+    started: list[DaemonProcess] = []
+    yield started
+    for process in started:
+        if process.proc.returncode is None:
+            process.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.proc.wait(), 15)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.proc.kill()
+                await process.proc.wait()

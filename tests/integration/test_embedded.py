@@ -7,10 +7,9 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
@@ -34,16 +33,6 @@ def data_dir() -> Iterator[Path]:
     if server.running():  # a failed test must not leave a server behind
         server.stop()
     shutil.rmtree(parent)
-
-
-@pytest.fixture
-async def daemons() -> AsyncIterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        if daemon.proc.returncode is None:
-            daemon.proc.send_signal(signal.SIGTERM)
-            await daemon.proc.wait()
 
 
 def clean_env() -> dict[str, str]:

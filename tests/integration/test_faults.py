@@ -22,7 +22,6 @@ from tests.integration.test_delivery import (
     add_webhook,
     queue_empty,
 )
-from tests.integration.test_processes import daemons  # noqa: F401  (fixture)
 from tests.receiver import Receiver
 
 ONE_GB = 1024**3
@@ -75,7 +74,7 @@ async def test_rude_receivers_fail_cleanly_and_do_not_slow_healthy_ones(
     dsn: str,
     db: asyncpg.Connection,
     receiver: Receiver,
-    daemons: list[DaemonProcess],  # noqa: F811
+    daemons: list[DaemonProcess],
     tmp_path: Path,
 ) -> None:
     receiver.on("/hang", receiver.hang)
@@ -175,7 +174,7 @@ async def test_kill_9_under_load_loses_nothing(
     dsn: str,
     db: asyncpg.Connection,
     receiver: Receiver,
-    daemons: list[DaemonProcess],  # noqa: F811
+    daemons: list[DaemonProcess],
     tmp_path: Path,
 ) -> None:
     await add_webhook(db, receiver.url("/hook"), ["*"])
@@ -206,7 +205,7 @@ async def test_sigterm_under_heavy_load_then_restart(
     dsn: str,
     db: asyncpg.Connection,
     receiver: Receiver,
-    daemons: list[DaemonProcess],  # noqa: F811
+    daemons: list[DaemonProcess],
     tmp_path: Path,
 ) -> None:
     await add_webhook(db, receiver.url("/a"), ["*"])

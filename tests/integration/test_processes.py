@@ -7,11 +7,9 @@ import json
 import signal
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-import pytest
 from aiohttp import web
 
 from tests import pg
@@ -19,16 +17,6 @@ from tests.conftest import wait_until
 from tests.daemon_process import DaemonProcess, write_config
 from tests.integration.test_delivery import add_events, add_webhook, queue_empty
 from tests.receiver import Receiver
-
-
-@pytest.fixture
-async def daemons() -> AsyncIterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        if daemon.proc.returncode is None:
-            daemon.proc.kill()
-            await daemon.proc.wait()
 
 
 async def run_cli(*args: str) -> tuple[int, str]:

@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
-import pytest
 from aiohttp import web
 
 from tests.conftest import wait_until
@@ -24,16 +23,6 @@ async def run_cli(*args: str) -> tuple[int, list[str]]:
     code = await asyncio.wait_for(process.proc.wait(), 60)
     await asyncio.wait_for(process._reader, 10)
     return code, process.raw_lines
-
-
-@pytest.fixture
-async def processes() -> AsyncIterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for process in started:
-        if process.proc.returncode is None:
-            process.proc.kill()
-            await process.proc.wait()
 
 
 async def wait_for_lines(
@@ -131,7 +120,7 @@ async def test_tail_follows_deliveries_live(
     db: asyncpg.Connection,
     receiver: Receiver,
     engine: EngineFactory,
-    processes: list[DaemonProcess],
+    daemons: list[DaemonProcess],
 ) -> None:
     release = asyncio.Event()
 
@@ -152,7 +141,7 @@ async def test_tail_follows_deliveries_live(
     failures = await DaemonProcess.start(
         "tail", "--dsn", dsn, "--failures", "--json", "--interval", "0.1", "--since", "1m"
     )
-    processes += [text, failures]
+    daemons += [text, failures]
 
     # The slow request starts first and is recorded after the fast ones: tail must still show it.
     await add_event(db, "slow", {"n": 0})
