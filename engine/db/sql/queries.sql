@@ -4,7 +4,8 @@
 -- backlog, ANALYZE says "every row belongs to that endpoint", and a planner trusting it scans
 -- the whole queue for everyone else (bench/backlog.py measured 580x slower claims). So every
 -- look-up into the queue is a per-endpoint LATERAL ... ORDER BY webhook_id, event_id LIMIT n,
--- which only the primary key index can serve, and the claim's UPDATE finds its rows by ctid.
+-- which only the (webhook_id, event_id) indexes can serve (the primary key, and
+-- webhook_queue_pending_idx for pending rows), and the claim's UPDATE finds its rows by ctid.
 
 -- name: due_webhooks
 -- One scheduling pass: move new arrivals into the due set (an active endpoint is due now, or when
