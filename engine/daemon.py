@@ -12,7 +12,6 @@ import asyncpg
 import structlog
 
 from engine.aio import wait_first
-from engine.api.server import ApiServer
 from engine.config import Config
 from engine.db.ops import OpsReader
 from engine.db.store import SCHEMA_VERSION, EndpointState, Store
@@ -131,6 +130,10 @@ async def run(
                 "stats": stats,
             }
             if config.api.listen:
+                # Imported only when served: the API's models and routes cost start-up time and
+                # memory a delivery-only daemon does not need.
+                from engine.api.server import ApiServer
+
                 loops["api"] = ApiServer(config)
             health = Health(reader, listener_connected=listener.connected.is_set)
             if metrics is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from uuid import UUID
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -97,7 +96,7 @@ class Response:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LogRow:
-    request_id: UUID
+    request_id: str  # a UUID
     webhook_id: int
     event_ids: list[int]
     attempt: int

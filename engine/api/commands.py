@@ -9,15 +9,17 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import orjson
 import structlog
 
-from engine.api.server import ApiServer
 from engine.config import Config, ConfigError
 from engine.daemon import SchemaError, schema_problem
-from engine.db.api_store import ApiStore
 from engine.db.store import Store
+
+if TYPE_CHECKING:
+    from engine.db.api_store import ApiStore
 
 API_HELP = "serve the management API alone"
 API_KEY_HELP = "create, list or revoke API keys"
@@ -46,9 +48,15 @@ def api_key_arguments(
         global_options(action)
 
 
+# The API's modules are imported by the commands that use them, not by every CLI start-up (the
+# daemon's included).
+
+
 async def run(args: argparse.Namespace, config: Config) -> int:
     if args.command == "api":
         return await _serve(config, args.listen)
+    from engine.db.api_store import ApiStore
+
     store = await ApiStore.open(config.database.dsn, pool_size=1)
     try:
         return await _keys(store, args)
@@ -65,6 +73,7 @@ async def _serve(config: Config, listen: str | None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    from engine.api.server import ApiServer
 
     await ApiServer(replace(config, api=replace(config.api, listen=listen))).run(stop)
     return 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -28,6 +29,15 @@ log = structlog.get_logger("engine.scheduler")
 # once by the next one instead of a claim round trip later (measured: one endpoint's 8 slots
 # sat idle most of the time without it). Leases cover the wait.
 PREFETCH = 2
+# An endpoint that answers fast is claimed further ahead, up to DEEP_PREFETCH times its
+# concurrency, as long as the batches claimed ahead wait no longer than AHEAD_S by its recent
+# pace: each claim (and the passes that lead to it) then serves four times as many requests.
+# Measured on one endpoint answering in about a millisecond: scheduling passes were 15 % of the
+# daemon's CPU with PREFETCH alone.
+DEEP_PREFETCH = 8
+AHEAD_S = 0.05
+# Weight of the newest request in an endpoint's pace (an exponential moving average).
+_PACE_WEIGHT = 0.1
 # Each endpoint of a pass may claim this many batches at least, even when many are ready: an
 # endpoint's queue length is unknown until claimed, and a claim that finds fewer rows than it
 # asked for has drained it in one go. Claiming one batch each took six claims and settles to
@@ -47,7 +57,12 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._stopping = False
         self._global = asyncio.Semaphore(config.concurrency)
-        self._endpoint_limits: dict[int, asyncio.Semaphore] = {}
+        self._lanes: dict[int, _Lane] = {}  # per webhook with batches in flight here
+        # Seconds per request, a moving average, for endpoints with batches in flight here.
+        self._pace: dict[int, float] = {}
+        # The last pass left due endpoints unserved for want of free slots: any finished
+        # request may let the next pass serve them.
+        self._starved = False
         self._in_flight: dict[int, int] = {}  # batches claimed and not yet finished, per webhook
         self._sending = 0
         self._awaiting_flush: dict[int, int] = {}  # failed batches whose backoff is not written yet
@@ -128,7 +143,7 @@ class Scheduler:
         """Stop starting requests; let in-flight ones finish within `grace_s`, release the rest."""
         self._stopping = True
         if self._tasks:
-            log.info("scheduler.draining", in_flight=len(self._tasks), grace_s=grace_s)
+            log.info("scheduler.draining", in_flight=self.in_flight, grace_s=grace_s)
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
             for task in pending:
                 task.cancel()
@@ -166,10 +181,15 @@ class Scheduler:
                 )
             else:
                 log.info("endpoint.recovered", **endpoint)
-        self._wake.set()
+        # Successes alone change nothing a pass decides on while requests are in flight (their
+        # completions woke it as needed); failures and releases do, and so does the last flush
+        # when nothing is in flight (burst mode then finds out there is nothing left).
+        if states or self._starved or not self._tasks or not all(o.success for o in outcomes):
+            self._wake.set()
 
     async def _schedule_once(self) -> bool:
         free = PREFETCH * self._config.concurrency - self.in_flight
+        self._starved = free <= 0
         if free <= 0:
             return False
         # Enough endpoints to fill `free` at MIN_SHARE each, besides those busy here (they are
@@ -200,6 +220,7 @@ class Scheduler:
         # Endpoints with rows left go to the back of the line, so those beyond this pass's limit
         # are served next; when every due endpoint fit in this pass there is no line to join.
         rotate = len(due) >= limit
+        self._starved = self._starved or rotate
         for b in budgets:
             # Fewer rows than asked for: none left to claim (or the byte budget cut them short,
             # which settle_due finds out cheaply).
@@ -225,12 +246,10 @@ class Scheduler:
         share = max(MIN_SHARE, free // len(ready))
         budgets: list[ClaimBudget] = []
         for webhook in ready[self._rotation :] + ready[: self._rotation]:
-            # An endpoint that has been failing gets one probe batch, not its full share.
-            cap = (
-                1
-                if webhook.consecutive_failures
-                else PREFETCH * self._config.per_endpoint_concurrency
-            )
+            if free <= 0:
+                self._starved = True  # due endpoints left for a later pass
+                break
+            cap = self._capacity(webhook)
             busy = self._in_flight.get(webhook.id, 0)
             slots = min(cap - busy, free, share)
             # Claim for a busy endpoint in bunches, not one query and commit per freed slot.
@@ -244,17 +263,50 @@ class Scheduler:
                     max_bytes=slots * webhook.maximum_size,
                 )
             )
-            if free <= 0:
-                break
         return budgets
 
+    def _capacity(self, webhook: Webhook) -> int:
+        """Batches this endpoint may have claimed here at once: its concurrency times how far
+        ahead it is claimed (PREFETCH, deeper when it answers fast); one probe batch when it has
+        been failing."""
+        if webhook.consecutive_failures:
+            return 1
+        return self._config.per_endpoint_concurrency * claim_depth(self._pace.get(webhook.id))
+
     def _start(self, webhook: Webhook, batch: Batch) -> None:
+        """Queue a claimed batch in its endpoint's lane, and start one more of the lane's
+        senders if it has fewer than the endpoint's concurrency."""
         self._in_flight[webhook.id] = self._in_flight.get(webhook.id, 0) + 1
-        task = asyncio.create_task(
-            self._deliver(webhook, batch, claimed_at=time.monotonic()), name=f"deliver-{webhook.id}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        lane = self._lanes.get(webhook.id)
+        if lane is None:
+            lane = self._lanes[webhook.id] = _Lane()
+        lane.waiting.append((webhook, batch, time.monotonic()))
+        if lane.senders < self._config.per_endpoint_concurrency:
+            lane.senders += 1
+            task = asyncio.create_task(
+                self._run_lane(webhook.id, lane), name=f"deliver-{webhook.id}"
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_lane(self, webhook_id: int, lane: _Lane) -> None:
+        """One of an endpoint's concurrency slots: send its waiting batches one after the other,
+        in claim order. (A task per batch, each waiting on a semaphore, cost ten times the
+        scheduling CPU per request.)"""
+        try:
+            while lane.waiting:
+                webhook, batch, claimed_at = lane.waiting.popleft()
+                await self._deliver(webhook, batch, claimed_at=claimed_at)
+        finally:
+            lane.senders -= 1
+            if not lane.senders:
+                # Cancelled with the others (the drain's grace ran out): what still waits was
+                # never sent.
+                while lane.waiting:
+                    webhook, batch, _ = lane.waiting.popleft()
+                    self._finish(webhook, batch, None)
+                if self._lanes.get(webhook_id) is lane:
+                    del self._lanes[webhook_id]
 
     def _classify(self, webhook_id: int, started: float, outcome: Outcome) -> Outcome:
         """Mark failures of requests that started before their endpoint was seen failing as
@@ -273,10 +325,7 @@ class Scheduler:
     async def _deliver(self, webhook: Webhook, batch: Batch, *, claimed_at: float) -> None:
         outcome: Outcome | None = None
         try:
-            limit = self._endpoint_limits.setdefault(
-                webhook.id, asyncio.Semaphore(self._config.per_endpoint_concurrency)
-            )
-            async with self._global, limit:
+            async with self._global:
                 if self._may_send(webhook, batch, claimed_at):
                     started = time.monotonic()
                     self._sending += 1
@@ -284,6 +333,7 @@ class Scheduler:
                         result = await self._worker.deliver(webhook, batch)
                     finally:
                         self._sending -= 1
+                    self._note_pace(webhook.id, time.monotonic() - started)
                     outcome = self._classify(webhook.id, started, result)
         except asyncio.CancelledError:
             log.warning("delivery.interrupted", **endpoint_fields(webhook), events=batch.event_ids)
@@ -300,23 +350,33 @@ class Scheduler:
                 error=f"internal error: {type(exc).__name__}: {exc}",
             )
         finally:
-            if outcome is None:
-                # Not attempted (stopping, or the endpoint failed while this batch waited for a
-                # slot) or interrupted: release the lease so nothing waits for it to expire, and
-                # count no attempt. An interrupted request may have arrived: at-least-once.
-                outcome = Outcome(
-                    webhook=webhook, event_ids=batch.event_ids, success=False, sent=False
-                )
-            elif not outcome.success:
-                self._awaiting_flush[webhook.id] = self._awaiting_flush.get(webhook.id, 0) + 1
-            self._recorder.add(outcome)
-            left = self._in_flight[webhook.id] - 1
-            if left:
-                self._in_flight[webhook.id] = left
-            else:
-                del self._in_flight[webhook.id]
-                self._endpoint_limits.pop(webhook.id, None)
+            self._finish(webhook, batch, outcome)
+
+    def _finish(self, webhook: Webhook, batch: Batch, outcome: Outcome | None) -> None:
+        """Hand a batch's outcome to the recorder and free its place."""
+        if outcome is None:
+            # Not attempted (stopping, or the endpoint failed while this batch waited for a
+            # slot) or interrupted: release the lease so nothing waits for it to expire, and
+            # count no attempt. An interrupted request may have arrived: at-least-once.
+            outcome = Outcome(webhook=webhook, event_ids=batch.event_ids, success=False, sent=False)
+        elif not outcome.success:
+            self._awaiting_flush[webhook.id] = self._awaiting_flush.get(webhook.id, 0) + 1
+        self._recorder.add(outcome)
+        left = self._in_flight[webhook.id] - 1
+        if left:
+            self._in_flight[webhook.id] = left
+        else:
+            del self._in_flight[webhook.id]
+            self._pace.pop(webhook.id, None)
+        # A pass claims for a busy endpoint only once a bunch of its slots is free: waking one
+        # for every finished request mostly ran the due query for nothing.
+        cap = self._capacity(webhook)
+        if self._starved or not left or cap - left >= _bunch(cap) or not outcome.success:
             self._wake.set()
+
+    def _note_pace(self, webhook_id: int, seconds: float) -> None:
+        pace = self._pace.get(webhook_id)
+        self._pace[webhook_id] = seconds if pace is None else pace + _PACE_WEIGHT * (seconds - pace)
 
     def _may_send(self, webhook: Webhook, batch: Batch, claimed_at: float) -> bool:
         """A batch that waited for its slot goes out unless the daemon is stopping, its
@@ -348,8 +408,26 @@ class Scheduler:
 _LEASE_MARGIN_S = 0.1
 
 
+def claim_depth(pace_s: float | None) -> int:
+    """How many rounds of an endpoint's concurrency to claim at once, given its recent seconds
+    per request (None: not known yet): the rounds beyond the first drain within AHEAD_S."""
+    if pace_s is None:
+        return PREFETCH
+    depth = 1 + int(AHEAD_S / max(pace_s, 1e-4))
+    return min(DEEP_PREFETCH, max(PREFETCH, depth))
+
+
 def _bunch(capacity: int) -> int:
-    """While requests are in flight, wait until this many slots are free before claiming more:
-    the part claimed ahead (PREFETCH), so each claim's round trip and commit serve as many
-    requests as one concurrency's worth."""
-    return max(1, capacity // PREFETCH)
+    """While requests are in flight, wait until this many slots are free before claiming more
+    (half the capacity: one concurrency's worth at PREFETCH), so each claim's round trip and
+    commit serve that many requests."""
+    return max(1, capacity // 2)
+
+
+@dataclass(eq=False)
+class _Lane:
+    """An endpoint's claimed batches waiting to be sent, in claim order, and how many tasks send
+    them (at most its concurrency)."""
+
+    waiting: deque[tuple[Webhook, Batch, float]] = field(default_factory=deque)
+    senders: int = 0

@@ -100,7 +100,7 @@ class Sender:
                 request.method,
                 request.url,
                 data=request.body,
-                headers=dict(request.headers),
+                headers=request.headers,
                 allow_redirects=False,
             ) as resp:
                 status = resp.status

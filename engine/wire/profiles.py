@@ -96,6 +96,8 @@ def _standard_headers(webhook: Webhook, batch: Batch, ctx: RequestContext) -> di
 
 def _merge(base: Mapping[str, str], override: Mapping[str, str]) -> dict[str, str]:
     """`base` updated with `override`, header names compared case-insensitively."""
+    if not override:
+        return dict(base)  # most webhooks set no headers of their own: once per request
     replaced = {name.lower() for name in override}
     merged = {name: value for name, value in base.items() if name.lower() not in replaced}
     merged.update(override)

@@ -35,10 +35,13 @@ def mask_value(name: str, value: str) -> str:
 
 def headers_json(headers: Mapping[str, str]) -> str:
     """Masked headers as JSON text, safe for a jsonb column (no NUL characters)."""
-    masked = {
-        clean_text(name): clean_text(mask_value(name, value)) for name, value in headers.items()
-    }
-    return orjson.dumps(masked).decode()
+    text = orjson.dumps({name: mask_value(name, value) for name, value in headers.items()})
+    if b"\\u0000" in text:  # a NUL somewhere (rare): clean every name and value
+        masked = {
+            clean_text(name): clean_text(mask_value(name, value)) for name, value in headers.items()
+        }
+        text = orjson.dumps(masked)
+    return text.decode()
 
 
 def clean_text(text: str) -> str:

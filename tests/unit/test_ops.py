@@ -100,7 +100,7 @@ def _outcome(success: bool, status: int | None, error: str | None, sent: bool = 
         maximum_size=1, consecutive_failures=0,
     )  # fmt: skip
     log = LogRow(
-        request_id=uuid.uuid4(), webhook_id=1, event_ids=[1], attempt=1, delivered_at=NOW,
+        request_id=str(uuid.uuid4()), webhook_id=1, event_ids=[1], attempt=1, delivered_at=NOW,
         duration_ms=5, method="POST", url="http://x/", request_headers="{}", request_body="",
         status_code=status, response_headers=None, response_body=None, success=success,
         error=error, note=None,

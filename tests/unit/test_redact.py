@@ -72,6 +72,13 @@ def test_headers_json_has_no_nul() -> None:
     assert parsed == {"X-Od\ufffdd": "a\ufffdb", "Cookie": MASK}
 
 
+def test_headers_json_keeps_a_literal_backslash_u0000() -> None:
+    # Six characters, not a NUL: JSON escapes the backslash, and the text must stay as it was.
+    text = headers_json({"X-Path": "C:\\u0000", "X-Nul": "a\x00"})
+
+    assert json.loads(text) == {"X-Path": "C:\\u0000", "X-Nul": "a\ufffd"}
+
+
 def test_headers_json_of_no_headers() -> None:
     assert json.loads(headers_json({})) == {}
 
