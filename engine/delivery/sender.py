@@ -178,6 +178,8 @@ class Sender:
                 return b"".join(chunks), True
             chunks.append(chunk)
             size += len(chunk)
+            if resp.content.at_eof():
+                break  # read to the end: no second read just to be told so
         return b"".join(chunks), resp.content.at_eof()
 
 
