@@ -11,7 +11,8 @@ as the daemon:
    `held` is disabled, so its events wait in the queue;
 2. no backlog: due_webhooks, claim + settle_due timed through engine.db.store, then
    `run --burst` delivers --events events for `healthy`;
-3. --backlog events for `held`, then VACUUM ANALYZE of the queue and the events;
+3. --backlog events for `held`, then VACUUM ANALYZE of the queue and the events, and a
+   CHECKPOINT, so that the load's write-back is not part of what step 4 measures;
 4. with backlog: step 2 again, each phase printing EXPLAIN (ANALYZE, BUFFERS) of both queries;
 5. ratios, sizes, checks and a one-line JSON summary; exit 1 when a check fails.
 """
@@ -212,6 +213,7 @@ def print_fill(f: BacklogFill, s: Sizes, autovacuum: str) -> None:
         f"VACUUM ANALYZE     {', '.join(VACUUMED)}: {f.vacuum_s:.1f} s "
         f"(run explicitly; server autovacuum = {autovacuum})"
     )
+    print(f"CHECKPOINT         {f.checkpoint_s:.1f} s (the load's write-back, before measuring)")
     print(
         f"held queue rows    {f.held.rows:,} (expected {f.rows:,}), {f.held.untouched:,} untouched"
     )
@@ -278,6 +280,7 @@ def print_closing(
         "ratio": {k: round(_ratio(v[1], v[0]), 3) for k, v in rows.items()},
         "backlog_insert_s": round(fill.insert_s, 1),
         "vacuum_analyze_s": round(fill.vacuum_s, 1),
+        "checkpoint_s": round(fill.checkpoint_s, 1),
         "database_mib": round(after.sizes.database / MIB, 1),
         "queue_mib": round(after.sizes.queue_total / MIB, 1),
         "duplicates": before.burst.seen.duplicates + after.burst.seen.duplicates,
