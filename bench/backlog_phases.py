@@ -192,7 +192,7 @@ class BacklogFill:
 async def phase_backlog(dsn: str, held_id: int, rows: int) -> BacklogFill:
     """`rows` events for the disabled endpoint, BACKLOG_CHUNK per INSERT; then VACUUM ANALYZE
     (autovacuum may be off: nothing else would update the planner's statistics) and CHECKPOINT:
-    the load leaves some 400 MB of dirty pages whose write-back would otherwise run during the
+    the checkpoint the load sets off would otherwise still be writing, spread out, during the
     measured phase and slow every process on the machine alike (measured: the receiver, which
     does the same work in both phases, used 40 % more CPU in the second)."""
     async with connect(dsn) as conn:
