@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 from collections.abc import Sequence
 from functools import lru_cache
@@ -22,10 +23,24 @@ def secret_key(secret: str) -> bytes:
     return key
 
 
+@lru_cache(maxsize=4096)
+def _keyed(key: bytes) -> hmac.HMAC:
+    """An HMAC-SHA256 already keyed with `key`, to copy for each message. hmac.digest sets up
+    OpenSSL's HMAC from the key's name and bytes on every call: 6.5 us of the daemon's CPU per
+    request, measured in place (bench/request_path.py), against a copy of a keyed one."""
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    mac = _keyed(key).copy()
+    mac.update(message)
+    return mac.digest()
+
+
 def standard_signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     """`v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">` over the exact bytes sent."""
     signed = b"%b.%d.%b" % (msg_id.encode(), timestamp, body)
-    return "v1," + base64.b64encode(hmac.digest(key, signed, "sha256")).decode()
+    return "v1," + base64.b64encode(hmac_sha256(key, signed)).decode()
 
 
 def standard_headers(
@@ -44,7 +59,7 @@ def standard_headers(
 
 def body_signature(secret: str, body: bytes) -> str:
     """Base64 HMAC-SHA256 of the body, keyed with the secret as it is (WooCommerce)."""
-    return base64.b64encode(hmac.digest(secret.encode(), body, "sha256")).decode()
+    return base64.b64encode(hmac_sha256(secret.encode(), body)).decode()
 
 
 def basic_authorization(username: str, password: str) -> str:

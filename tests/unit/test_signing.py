@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import time
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from engine.wire.signing import basic_authorization, secret_key, standard_headers
+from engine.wire.signing import basic_authorization, hmac_sha256, secret_key, standard_headers
 
 KEY = bytes(range(32))
 SECRET = "whsec_" + base64.b64encode(KEY).decode()
@@ -105,3 +106,11 @@ def test_empty_key_is_rejected_and_unpadded_base64_accepted() -> None:
     key = bytes(range(25))
     unpadded = "whsec_" + base64.b64encode(key).decode().rstrip("=")
     assert secret_key(unpadded) == key
+
+
+def test_hmac_sha256_matches_the_standard_library_and_keeps_no_state_between_messages() -> None:
+    keys = [b"k", b"\x00" * 32, b"key" * 40]  # short, binary, longer than SHA-256's block
+    messages = [b"", b"a", b"a", b"x" * 10_000, b"a"]  # the same message twice, and again later
+    for key in keys:
+        for message in messages:
+            assert hmac_sha256(key, message) == hmac.digest(key, message, "sha256")
