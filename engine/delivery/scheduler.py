@@ -31,9 +31,9 @@ log = structlog.get_logger("engine.scheduler")
 PREFETCH = 2
 # An endpoint that answers fast is claimed further ahead, up to DEEP_PREFETCH times its
 # concurrency, as long as the batches claimed ahead wait no longer than AHEAD_S by its recent
-# pace: each claim (and the passes that lead to it) then serves four times as many requests.
-# Measured on one endpoint answering in about a millisecond: scheduling passes were 15 % of the
-# daemon's CPU with PREFETCH alone.
+# pace: each claim (and the passes that lead to it) then serves up to four times as many
+# requests. Measured on one endpoint answering in about a millisecond: with PREFETCH alone the
+# passes took about 11 % of the daemon's CPU (py-spy) and a claim 13 rows; with this, 42.
 DEEP_PREFETCH = 8
 AHEAD_S = 0.05
 # Weight of the newest request in an endpoint's pace (an exponential moving average).
@@ -291,8 +291,8 @@ class Scheduler:
 
     async def _run_lane(self, webhook_id: int, lane: _Lane) -> None:
         """One of an endpoint's concurrency slots: send its waiting batches one after the other,
-        in claim order. (A task per batch, each waiting on a semaphore, cost ten times the
-        scheduling CPU per request.)"""
+        in claim order. (A task per batch, each waiting on two semaphores, cost 11 µs of CPU per
+        batch, measured alone; a lane's loop costs under 1 µs.)"""
         try:
             while lane.waiting:
                 webhook, batch, claimed_at = lane.waiting.popleft()
