@@ -291,8 +291,8 @@ class Scheduler:
 
     async def _run_lane(self, webhook_id: int, lane: _Lane) -> None:
         """One of an endpoint's concurrency slots: send its waiting batches one after the other,
-        in claim order. (A task per batch, each waiting on two semaphores, cost 11 µs of CPU per
-        batch, measured alone; a lane's loop costs under 1 µs.)"""
+        in claim order. (A task per batch, each waiting on two semaphores, cost 11 us of CPU per
+        batch, measured alone; a lane's loop costs under 1 us.)"""
         try:
             while lane.waiting:
                 webhook, batch, claimed_at = lane.waiting.popleft()
