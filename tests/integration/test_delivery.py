@@ -289,6 +289,37 @@ async def test_custom_headers_and_method(
     assert receiver.requests[0].headers["X-Tenant"] == "acme"
 
 
+async def test_a_fast_endpoint_is_claimed_further_ahead_within_its_concurrency(
+    db: asyncpg.Connection, receiver: Receiver, engine: EngineFactory
+) -> None:
+    """An endpoint that answers within milliseconds gets more than PREFETCH rounds of its
+    concurrency claimed at once (scheduler.claim_depth), sent by its lane no more than its
+    concurrency at a time, each event once."""
+
+    async def quick(_request: web.Request, _body: bytes) -> web.StreamResponse:
+        await asyncio.sleep(0.005)
+        return web.Response(text="ok")
+
+    receiver.on("/fast", quick)
+    await add_webhook(db, receiver.url("/fast"), ["*"])
+    await db.execute(
+        "INSERT INTO webhook_events (topic, payload) "
+        "SELECT 'order.created', '{}' FROM generate_series(1, 1000)"
+    )
+    engine(delivery={"per_endpoint_concurrency": 4})
+
+    async def leased_deep() -> bool:
+        # Two rounds of 4 (PREFETCH) plus outcomes not yet written stay well under 20.
+        leased = await db.fetchval("SELECT count(*) FROM webhook_queue WHERE locked_until > now()")
+        return bool(leased > 20)
+
+    await wait_until(leased_deep, within_s=20, what="more than 20 events leased at once")
+    await wait_until(lambda: queue_empty(db), within_s=30, what="queue drained")
+    assert len(receiver.requests) == 1000
+    assert len({json.loads(r.body)["id"] for r in receiver.requests}) == 1000
+    assert max(receiver.max_in_flight.values()) <= 4
+
+
 async def test_global_and_per_endpoint_concurrency_limits(
     db: asyncpg.Connection, receiver: Receiver, engine: EngineFactory
 ) -> None:
