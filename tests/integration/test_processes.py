@@ -150,6 +150,48 @@ async def test_sigterm_finishes_in_flight_and_releases_the_rest(
     assert len(ids) == 20 and max(ids.values()) == 1
 
 
+async def test_sigterm_past_the_grace_releases_sent_and_waiting_batches(
+    dsn: str,
+    db: asyncpg.Connection,
+    receiver: Receiver,
+    daemons: list[DaemonProcess],
+    tmp_path: Path,
+) -> None:
+    """Requests that outlast the grace period are cut off; they and the batches claimed ahead,
+    still waiting in their endpoint's lane, are all released at once, with no attempt counted,
+    and delivered by the next start."""
+    receiver.on("/hook", receiver.hang)
+    webhook_id = await add_webhook(db, receiver.url("/hook"), ["*"])
+    await add_events(db, 20)
+    config = write_config(
+        tmp_path / "c.toml",
+        dsn,
+        delivery={"per_endpoint_concurrency": 4},
+        shutdown={"grace_s": 0.5},
+    )
+    daemon = await DaemonProcess.start("run", "--config", str(config))
+    daemons.append(daemon)
+    await receiver.wait_for(lambda: receiver.in_flight == 4, what="four requests in flight")
+    leased = "SELECT count(*) FROM webhook_queue WHERE webhook_id = $1 AND locked_until > now()"
+    assert await db.fetchval(leased, webhook_id) > 4, "batches claimed ahead of the slots"
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert await daemon.stop() == 0, daemon.output()
+
+    assert daemon.count("scheduler.grace_expired") == 1, daemon.output()
+    assert daemon.count("delivery.interrupted") == 4, daemon.output()
+    left = await db.fetch("SELECT * FROM webhook_queue WHERE webhook_id = $1", webhook_id)
+    assert len(left) == 20
+    assert all(row["locked_until"] is None and row["attempts"] == 0 for row in left)
+
+    receiver.handlers.pop("/hook")  # answer 200 again
+    daemons.append(await DaemonProcess.start("run", "--config", str(config)))
+    await wait_until(lambda: queue_empty(db), within_s=20, what="all delivered after restart")
+    delivered = await db.fetchval(
+        "SELECT count(*) FROM webhook_logs WHERE webhook_id = $1 AND success", webhook_id
+    )
+    assert delivered == 20
+
+
 async def test_killed_daemon_work_is_redelivered_after_its_lease(
     dsn: str,
     db: asyncpg.Connection,
