@@ -6,6 +6,13 @@
 -- look-up into the queue is a per-endpoint LATERAL ... ORDER BY webhook_id, event_id LIMIT n,
 -- which only the (webhook_id, event_id) indexes can serve (the primary key, and
 -- webhook_queue_pending_idx for pending rows), and the claim's UPDATE finds its rows by ctid.
+-- Statements given (webhook_id, event_id) pairs find each row by its own index probe, in a
+-- LATERAL subquery that OFFSET 0 keeps apart, and then change it by ctid: joined to the pairs
+-- directly, a queue that statistics call empty (the daemon's own VACUUM ANALYZE after a drain
+-- leaves reltuples = 0 until the next) was walked end to end once per pair: with a million
+-- rows loaded since, one flush of delivered events ran for minutes. (event_id BETWEEN x AND x:
+-- an equality would let the planner probe the hash index on event_id alone, which visits every
+-- queue row of an event sent to many webhooks; a range only the primary key serves.)
 
 -- name: due_webhooks
 -- One scheduling pass: move new arrivals into the due set (an active endpoint is due now, or when
@@ -171,9 +178,17 @@ RETURNING q.webhook_id, q.event_id, q.attempts, e.topic, e.created_at, e.payload
 -- it in the due set at its next_retry_after).
 WITH released AS (
     UPDATE webhook_queue AS q
-    SET locked_until = NULL, last_error = d.error
-    FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS d(webhook_id, event_id, error)
-    WHERE q.webhook_id = d.webhook_id AND q.event_id = d.event_id
+    SET locked_until = NULL, last_error = t.error
+    FROM (
+        SELECT x.row_id, d.error
+        FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS d(webhook_id, event_id, error)
+        CROSS JOIN LATERAL (
+            SELECT q2.ctid AS row_id FROM webhook_queue AS q2
+            WHERE q2.webhook_id = d.webhook_id AND q2.event_id BETWEEN d.event_id AND d.event_id
+            OFFSET 0
+        ) AS x
+    ) AS t
+    WHERE q.ctid = t.row_id
     RETURNING q.webhook_id
 )
 INSERT INTO webhook_arrivals (webhook_id) SELECT DISTINCT webhook_id FROM released;
@@ -181,17 +196,32 @@ INSERT INTO webhook_arrivals (webhook_id) SELECT DISTINCT webhook_id FROM releas
 -- name: mark_failed
 -- Attempted for the last time and failed: kept for listing and replay, never claimed again.
 UPDATE webhook_queue AS q
-SET locked_until = NULL, failed_at = now(), last_error = d.error
-FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS d(webhook_id, event_id, error)
-WHERE q.webhook_id = d.webhook_id AND q.event_id = d.event_id;
+SET locked_until = NULL, failed_at = now(), last_error = t.error
+FROM (
+    SELECT x.row_id, d.error
+    FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS d(webhook_id, event_id, error)
+    CROSS JOIN LATERAL (
+        SELECT q2.ctid AS row_id FROM webhook_queue AS q2
+        WHERE q2.webhook_id = d.webhook_id AND q2.event_id BETWEEN d.event_id AND d.event_id
+        OFFSET 0
+    ) AS x
+) AS t
+WHERE q.ctid = t.row_id;
 
 -- name: release_unsent
 -- Claimed but never attempted (shutdown): back in the queue, the attempt not counted.
 WITH released AS (
     UPDATE webhook_queue AS q
     SET locked_until = NULL, attempts = greatest(q.attempts - 1, 0)
-    FROM unnest($1::bigint[], $2::bigint[]) AS d(webhook_id, event_id)
-    WHERE q.webhook_id = d.webhook_id AND q.event_id = d.event_id
+    WHERE q.ctid = ANY (ARRAY(
+        SELECT x.row_id
+        FROM unnest($1::bigint[], $2::bigint[]) AS d(webhook_id, event_id)
+        CROSS JOIN LATERAL (
+            SELECT q2.ctid AS row_id FROM webhook_queue AS q2
+            WHERE q2.webhook_id = d.webhook_id AND q2.event_id BETWEEN d.event_id AND d.event_id
+            OFFSET 0
+        ) AS x
+    ))
     RETURNING q.webhook_id
 )
 INSERT INTO webhook_arrivals (webhook_id) SELECT DISTINCT webhook_id FROM released;
@@ -203,8 +233,15 @@ INSERT INTO webhook_arrivals (webhook_id) SELECT DISTINCT webhook_id FROM releas
 -- as arrays ($1-$18), event_ids as text ('{1,2}') since arrays of arrays must be rectangular.
 WITH done AS (
     DELETE FROM webhook_queue AS q
-    USING unnest($19::bigint[], $20::bigint[]) AS d(webhook_id, event_id)
-    WHERE q.webhook_id = d.webhook_id AND q.event_id = d.event_id
+    WHERE q.ctid = ANY (ARRAY(
+        SELECT x.row_id
+        FROM unnest($19::bigint[], $20::bigint[]) AS d(webhook_id, event_id)
+        CROSS JOIN LATERAL (
+            SELECT q2.ctid AS row_id FROM webhook_queue AS q2
+            WHERE q2.webhook_id = d.webhook_id AND q2.event_id BETWEEN d.event_id AND d.event_id
+            OFFSET 0
+        ) AS x
+    ))
 )
 INSERT INTO webhook_logs (request_id, webhook_id, event_ids, attempt, delivered_at, duration_ms,
                           method, url, request_headers, request_body, status_code,

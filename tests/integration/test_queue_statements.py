@@ -1,0 +1,144 @@
+"""The statements that change queue rows given (webhook_id, event_id) pairs touch those rows
+only, whatever the statistics say about webhook_queue. The daemon's own VACUUM ANALYZE after a
+drain leaves the queue 'empty' to the planner (reltuples = 0); joined to the pairs directly,
+a million rows loaded since were walked end to end once per pair, and one flush ran for minutes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from engine.db.store import QUERIES
+
+QUEUED = 20_000
+
+
+async def _statistically_empty_queue_with_rows(db: asyncpg.Connection) -> tuple[int, int]:
+    """A webhook and QUEUED rows for it in a queue whose statistics say it has pages but no rows
+    (analyzed when everything in it had just been deleted, as after a drain, or while a bulk
+    insert was still uncommitted); returns the webhook and the event the statements are given."""
+    webhook_id: int = await db.fetchval(
+        "INSERT INTO webhooks (url, topics) VALUES ('http://127.0.0.1:9/h', '{}') RETURNING id"
+    )
+    insert = (
+        "INSERT INTO webhook_events (topic, payload, webhook_id) "
+        "SELECT 'order.created', '{}', $1 FROM generate_series(1, $2)"
+    )
+    await db.execute(insert, webhook_id, QUEUED)
+    await db.execute("DELETE FROM webhook_queue")
+    await db.execute("ANALYZE webhook_queue")
+    stats = await db.fetchrow(
+        "SELECT relpages, reltuples FROM pg_class WHERE relname = 'webhook_queue'"
+    )
+    assert stats is not None and stats["relpages"] > 0 and stats["reltuples"] == 0
+    await db.execute(insert, webhook_id, QUEUED)
+    event_id: int = await db.fetchval(
+        "SELECT max(event_id) FROM webhook_queue WHERE webhook_id = $1", webhook_id
+    )
+    await db.execute(
+        "UPDATE webhook_queue SET locked_until = now() + interval '1 minute', attempts = 1 "
+        "WHERE webhook_id = $1 AND event_id = $2",
+        webhook_id,
+        event_id,
+    )
+    return webhook_id, event_id
+
+
+READ = (
+    "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0) "
+    "FROM pg_stat_xact_user_tables WHERE relname = 'webhook_queue'"
+)
+
+
+async def _rows_read(db: asyncpg.Connection, name: str, *args: Any) -> int:
+    """Queue rows the statement read (by index or sequentially), in a rolled-back transaction,
+    with the generic plan a prepared statement settles on after a few runs (the daemon's are
+    prepared). The counters can still hold this connection's earlier, unreported work: the
+    difference is the statement's."""
+    tx = db.transaction()
+    await tx.start()
+    try:
+        await db.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        before: int = await db.fetchval(READ)
+        await db.execute(QUERIES[name], *args)
+        after: int = await db.fetchval(READ)
+        return after - before
+    finally:
+        await tx.rollback()
+
+
+def _log_columns(webhook_id: int, event_id: int) -> list[list[Any]]:
+    """complete_and_log's $1-$18: one log row."""
+    return [
+        [str(uuid.uuid4())],
+        [webhook_id],
+        [f"{{{event_id}}}"],
+        [1],
+        [datetime.now(UTC)],
+        [3],
+        ["POST"],
+        ["http://127.0.0.1:9/h"],
+        ["{}"],
+        ["{}"],
+        [200],
+        ["{}"],
+        ["ok"],
+        [True],
+        [None],
+        [None],
+        [None],
+        [None],
+    ]
+
+
+async def test_completing_reads_only_the_completed_row(db: asyncpg.Connection) -> None:
+    webhook_id, event_id = await _statistically_empty_queue_with_rows(db)
+    read = await _rows_read(
+        db, "complete_and_log", *_log_columns(webhook_id, event_id), [webhook_id], [event_id]
+    )
+    assert read <= 10, f"{read} queue rows read to complete one"
+
+
+async def test_releasing_and_failing_read_only_their_rows(db: asyncpg.Connection) -> None:
+    webhook_id, event_id = await _statistically_empty_queue_with_rows(db)
+    pairs = ([webhook_id], [event_id])
+    for name, args in (
+        ("release_failed", (*pairs, ["HTTP 500"])),
+        ("mark_failed", (*pairs, ["HTTP 500"])),
+        ("release_unsent", pairs),
+    ):
+        read = await _rows_read(db, name, *args)
+        assert read <= 10, f"{name}: {read} queue rows read to change one"
+
+
+async def test_the_statements_change_exactly_the_given_rows(db: asyncpg.Connection) -> None:
+    webhook_id, event_id = await _statistically_empty_queue_with_rows(db)
+    other = event_id - 1
+    await db.execute(QUERIES["release_failed"], [webhook_id], [event_id], ["HTTP 500"])
+    row = await db.fetchrow(
+        "SELECT locked_until, last_error FROM webhook_queue "
+        "WHERE webhook_id = $1 AND event_id = $2",
+        webhook_id,
+        event_id,
+    )
+    assert row is not None and row["locked_until"] is None and row["last_error"] == "HTTP 500"
+    await db.execute(QUERIES["mark_failed"], [webhook_id], [other], ["gave up"])
+    failed = await db.fetch("SELECT event_id FROM webhook_queue WHERE failed_at IS NOT NULL")
+    assert [r["event_id"] for r in failed] == [other]
+    await db.execute(
+        QUERIES["complete_and_log"], *_log_columns(webhook_id, event_id), [webhook_id], [event_id]
+    )
+    assert await db.fetchval("SELECT count(*) FROM webhook_queue") == QUEUED - 1
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM webhook_queue WHERE webhook_id = $1 AND event_id = $2",
+            webhook_id,
+            event_id,
+        )
+        == 0
+    )
+    assert await db.fetchval("SELECT count(*) FROM webhook_logs") == 1
