@@ -1,7 +1,7 @@
 """Backlog bench: with a large backlog of pending events held for a disabled endpoint, do a
 healthy endpoint's claim time and throughput match the no-backlog case?
 
-    .venv/bin/python bench/backlog.py [--backlog 1000000] [--events 10000] [--dsn ADMIN_DSN]
+    .venv/bin/python bench/backlog.py [--backlog 1000000] [--events 30000] [--dsn ADMIN_DSN]
 
 One run on one throw-away database `webhook_engine_bench_<random>` (dropped at the end, also on
 error, Ctrl-C or SIGTERM), with the receiver in its own process on 127.0.0.1 and the real CLI
@@ -298,7 +298,7 @@ def print_closing(
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--backlog", type=int, default=1_000_000, help="events held for `held`")
-    p.add_argument("--events", type=int, default=10_000, help="events per throughput phase")
+    p.add_argument("--events", type=int, default=30_000, help="events per throughput phase")
     p.add_argument("--concurrency", type=int, default=64, help="daemon: delivery.concurrency")
     p.add_argument("--per-endpoint", type=int, default=64, help="daemon: per_endpoint_concurrency")
     p.add_argument(
