@@ -8,9 +8,9 @@
 -- webhook_queue_pending_idx for pending rows), and the claim's UPDATE finds its rows by ctid.
 -- Statements given (webhook_id, event_id) pairs find each row by its own index probe, in a
 -- LATERAL subquery that OFFSET 0 keeps apart, and then change it by ctid: joined to the pairs
--- directly, a queue that statistics call empty (the daemon's own VACUUM ANALYZE after a drain
--- leaves reltuples = 0 until the next) was walked end to end once per pair: with a million
--- rows loaded since, one flush of delivered events ran for minutes. (event_id BETWEEN x AND x:
+-- directly, a queue that statistics call empty was walked end to end once per pair (seen: the
+-- daemon's own VACUUM ANALYZE after a drain ran while a million-row insert was uncommitted,
+-- leaving 12,888 pages and reltuples = 0, and one flush of delivered events ran for minutes). (event_id BETWEEN x AND x:
 -- an equality would let the planner probe the hash index on event_id alone, which visits every
 -- queue row of an event sent to many webhooks; a range only the primary key serves.)
 
