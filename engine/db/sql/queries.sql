@@ -10,9 +10,10 @@
 -- LATERAL subquery that OFFSET 0 keeps apart, and then change it by ctid: joined to the pairs
 -- directly, a queue that statistics call empty was walked end to end once per pair (seen: the
 -- daemon's own VACUUM ANALYZE after a drain ran while a million-row insert was uncommitted,
--- leaving 12,888 pages and reltuples = 0, and one flush of delivered events ran for minutes). (event_id BETWEEN x AND x:
--- an equality would let the planner probe the hash index on event_id alone, which visits every
--- queue row of an event sent to many webhooks; a range only the primary key serves.)
+-- leaving 12,888 pages and reltuples = 0, and one flush of delivered events ran for minutes).
+-- They say event_id BETWEEN x AND x: an equality would let the planner probe the hash index on
+-- event_id alone, which visits every queue row of an event sent to many webhooks; a range only
+-- the primary key serves.
 
 -- name: due_webhooks
 -- One scheduling pass: move new arrivals into the due set (an active endpoint is due now, or when
