@@ -14,6 +14,10 @@
 -- They say event_id BETWEEN x AND x: an equality would let the planner probe the hash index on
 -- event_id alone, which visits every queue row of an event sent to many webhooks; a range only
 -- the primary key serves.
+-- Webhooks are looked up the same way, one probe per id (a LATERAL subquery with OFFSET 0, or
+-- `w.id = ANY (ids)` beside the join): joined directly, a webhooks table that statistics call
+-- empty was read whole by every pass, claim and settle (tests/integration/
+-- test_plans_without_statistics.py).
 
 -- name: due_webhooks
 -- One scheduling pass: move new arrivals into the due set (an active endpoint is due now, or when
@@ -37,8 +41,11 @@ WITH hint AS (
     INSERT INTO webhook_due AS d (webhook_id, due_at)
     SELECT w.id, greatest(now(), coalesce(w.next_retry_after, now()))
     FROM (SELECT DISTINCT webhook_id FROM moved) AS m
-    JOIN webhooks AS w ON w.id = m.webhook_id
-    WHERE w.status = 'active'
+    CROSS JOIN LATERAL (
+        SELECT w.id, w.next_retry_after FROM webhooks AS w
+        WHERE w.id = m.webhook_id AND w.status = 'active'
+        OFFSET 0
+    ) AS w
     ORDER BY w.id
     ON CONFLICT (webhook_id) DO UPDATE
         SET due_at = least(d.due_at, excluded.due_at), version = d.version + 1
@@ -62,7 +69,7 @@ SELECT DISTINCT ON (w.id)
        w.failure_window_s, w.profile, w.profile_options::text AS profile_options,
        w.compress_events, w.body_template, w.previous_secrets::text AS previous_secrets
 FROM due
-JOIN webhooks AS w ON w.id = due.webhook_id
+CROSS JOIN LATERAL (SELECT * FROM webhooks AS w WHERE w.id = due.webhook_id OFFSET 0) AS w
 CROSS JOIN hint
 ORDER BY w.id, due.version DESC;
 
@@ -90,7 +97,11 @@ WITH s AS (
                       WHERE q.webhook_id = s.webhook_id AND q.failed_at IS NULL)
            END AS next_due
     FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS s(webhook_id, version, mode)
-    LEFT JOIN webhooks AS w ON w.id = s.webhook_id
+    LEFT JOIN LATERAL (
+        SELECT w.status, w.next_retry_after FROM webhooks AS w
+        WHERE w.id = s.webhook_id
+        OFFSET 0
+    ) AS w ON true
 ), gone AS (
     DELETE FROM webhook_due AS d
     USING s
@@ -148,7 +159,11 @@ WHERE q.ctid = ANY (ARRAY(
                row_number() OVER w AS rn,
                sum(sz.bytes) OVER w AS running
         FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS b(webhook_id, max_rows, max_bytes)
-        JOIN webhooks AS wh ON wh.id = b.webhook_id
+        CROSS JOIN LATERAL (
+            SELECT wh.status, wh.next_retry_after FROM webhooks AS wh
+            WHERE wh.id = b.webhook_id
+            OFFSET 0
+        ) AS wh
         CROSS JOIN LATERAL (
             SELECT q2.ctid AS row_id, q2.event_id
             FROM webhook_queue AS q2
@@ -269,6 +284,7 @@ SET consecutive_failures = CASE WHEN o.reset THEN o.failures
                             ELSE w.next_retry_after END
 FROM unnest($1::bigint[], $2::bool[], $3::int[]) AS o(webhook_id, reset, failures)
 WHERE w.id = o.webhook_id
+  AND w.id = ANY ($1::bigint[])  -- an index condition on webhooks whatever the join order
   AND (o.failures > 0 OR w.consecutive_failures <> 0 OR w.next_retry_after IS NOT NULL)
 RETURNING w.id, w.consecutive_failures, o.failures;
 
@@ -293,7 +309,8 @@ SET next_retry_after = now() + make_interval(secs => o.delay_s),
     disabled_reason = CASE WHEN o.reason IS NOT NULL AND w.status = 'active' THEN o.reason
                            ELSE w.disabled_reason END
 FROM unnest($1::bigint[], $2::float8[], $3::text[]) AS o(webhook_id, delay_s, reason)
-WHERE w.id = o.webhook_id;
+WHERE w.id = o.webhook_id
+  AND w.id = ANY ($1::bigint[]);  -- an index condition on webhooks whatever the join order
 
 -- name: list_failed
 -- Deliveries that used all their attempts ($1: one webhook, or NULL for all).

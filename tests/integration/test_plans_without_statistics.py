@@ -1,7 +1,10 @@
-"""The statements that change queue rows given (webhook_id, event_id) pairs touch those rows
-only, whatever the statistics say about webhook_queue. The daemon's own VACUUM ANALYZE after a
-drain leaves the queue 'empty' to the planner (reltuples = 0); joined to the pairs directly,
-a million rows loaded since were walked end to end once per pair, and one flush ran for minutes.
+"""The daemon's statements read only the rows they are about, whatever the statistics say.
+
+A table analyzed while it had pages but no live rows (emptied by deletes, or while a bulk insert
+was uncommitted) looks empty to the planner until the next ANALYZE. Joined directly, a generic
+plan then walked the whole table once per input row: the daemon's own VACUUM ANALYZE of the
+queue after a drain did that to `complete_and_log`, and one flush ran for minutes with a million
+rows loaded since. The same held for the scheduling statements' look-ups of webhooks.
 """
 
 from __future__ import annotations
@@ -50,11 +53,13 @@ async def _statistically_empty_queue_with_rows(db: asyncpg.Connection) -> tuple[
 
 READ = (
     "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0) "
-    "FROM pg_stat_xact_user_tables WHERE relname = 'webhook_queue'"
+    "FROM pg_stat_xact_user_tables WHERE relname = $1"
 )
 
 
-async def _rows_read(db: asyncpg.Connection, name: str, *args: Any) -> int:
+async def _rows_read(
+    db: asyncpg.Connection, name: str, *args: Any, table: str = "webhook_queue"
+) -> int:
     """Queue rows the statement read (by index or sequentially), in a rolled-back transaction,
     with the generic plan a prepared statement settles on after a few runs (the daemon's are
     prepared). The counters can still hold this connection's earlier, unreported work: the
@@ -63,9 +68,9 @@ async def _rows_read(db: asyncpg.Connection, name: str, *args: Any) -> int:
     await tx.start()
     try:
         await db.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        before: int = await db.fetchval(READ)
+        before: int = await db.fetchval(READ, table)
         await db.execute(QUERIES[name], *args)
-        after: int = await db.fetchval(READ)
+        after: int = await db.fetchval(READ, table)
         return after - before
     finally:
         await tx.rollback()
@@ -142,3 +147,34 @@ async def test_the_statements_change_exactly_the_given_rows(db: asyncpg.Connecti
         == 0
     )
     assert await db.fetchval("SELECT count(*) FROM webhook_logs") == 1
+
+
+async def test_scheduling_reads_only_the_webhooks_it_is_about(db: asyncpg.Connection) -> None:
+    """20,000 webhooks in a table whose statistics say it has pages but no rows: a claim, a pass,
+    a settle and the endpoint-state updates each fetch the one webhook they are given."""
+    insert = (
+        "INSERT INTO webhooks (url, topics) "
+        "SELECT 'http://127.0.0.1:9/h' || k, ARRAY['t' || k] FROM generate_series(1, 20000) k"
+    )
+    await db.execute(insert)
+    await db.execute("DELETE FROM webhooks")
+    await db.execute("ANALYZE webhooks")
+    await db.execute(insert)
+    webhook_id: int = await db.fetchval("SELECT min(id) FROM webhooks")
+    await db.execute(
+        "INSERT INTO webhook_events (topic, payload, webhook_id) "
+        "SELECT 't', '{}', $1 FROM generate_series(1, 20)",
+        webhook_id,
+    )
+    await db.execute("DELETE FROM webhook_arrivals")
+    await db.execute("INSERT INTO webhook_arrivals (webhook_id) VALUES ($1)", webhook_id)
+    one = [webhook_id]
+    for name, args in (
+        ("due_webhooks", (16,)),
+        ("claim", (one, [10], [1_000_000], 100, 60.0)),
+        ("settle_due", (one, [1], ["next"])),
+        ("endpoint_outcomes", (one, [False], [1])),
+        ("set_endpoint_state", (one, [1.0], [None])),
+    ):
+        read = await _rows_read(db, name, *args, table="webhooks")
+        assert read <= 2, f"{name}: {read} webhooks read"
