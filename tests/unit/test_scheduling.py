@@ -1,11 +1,8 @@
-"""Pure parts of the scheduler and worker: how far ahead an endpoint is claimed, request ids."""
+"""Pure parts of the scheduler: how far ahead an endpoint is claimed."""
 
 from __future__ import annotations
 
-import uuid
-
 from engine.delivery.scheduler import AHEAD_S, DEEP_PREFETCH, PREFETCH, claim_depth
-from engine.delivery.worker import new_request_id
 
 
 def test_an_endpoint_of_unknown_pace_is_claimed_prefetch_rounds_ahead() -> None:
@@ -36,14 +33,3 @@ def test_depth_falls_as_the_pace_slows() -> None:
     depths = [claim_depth(pace) for pace in (0.001, 0.005, 0.01, 0.02, 0.05, 1.0)]
     assert depths == sorted(depths, reverse=True)
     assert depths[0] > depths[-1]
-
-
-def test_request_ids_are_random_version_4_uuids() -> None:
-    ids = {new_request_id() for _ in range(1000)}
-
-    assert len(ids) == 1000
-    for text in ids:
-        parsed = uuid.UUID(text)
-        assert str(parsed) == text
-        assert parsed.version == 4
-        assert parsed.variant == uuid.RFC_4122
