@@ -153,8 +153,12 @@ class Scheduler:
 
     def on_flush(self, outcomes: Sequence[Outcome], states: Sequence[EndpointState]) -> None:
         """Called by the recorder once outcomes are committed."""
+        all_delivered = True
         for outcome in outcomes:
-            if outcome.sent and not outcome.success:
+            if outcome.success:
+                continue
+            all_delivered = False
+            if outcome.sent:
                 left = self._awaiting_flush.get(outcome.webhook_id, 0) - 1
                 if left > 0:
                     self._awaiting_flush[outcome.webhook_id] = left
@@ -184,7 +188,7 @@ class Scheduler:
         # Successes alone change nothing a pass decides on while requests are in flight (their
         # completions woke it as needed); failures and releases do, and so does the last flush
         # when nothing is in flight (burst mode then finds out there is nothing left).
-        if states or self._starved or not self._tasks or not all(o.success for o in outcomes):
+        if states or self._starved or not self._tasks or not all_delivered:
             self._wake.set()
 
     async def _schedule_once(self) -> bool:

@@ -35,12 +35,10 @@ def mask_value(name: str, value: str) -> str:
 
 def headers_json(headers: Mapping[str, str]) -> str:
     """Masked headers as JSON text, safe for a jsonb column (no NUL characters)."""
-    text = orjson.dumps({name: mask_value(name, value) for name, value in headers.items()})
+    masked = {name: mask_value(name, value) for name, value in headers.items()}
+    text = orjson.dumps(masked)
     if b"\\u0000" in text:  # a NUL somewhere (rare): clean every name and value
-        masked = {
-            clean_text(name): clean_text(mask_value(name, value)) for name, value in headers.items()
-        }
-        text = orjson.dumps(masked)
+        text = orjson.dumps({clean_text(name): clean_text(value) for name, value in masked.items()})
     return text.decode()
 
 
