@@ -15,7 +15,8 @@ from typing import Any
 
 import asyncpg
 
-from engine.db.store import QUERIES
+from engine.db.store import QUERIES, _columns
+from engine.models import LogRow
 
 QUEUED = 20_000
 
@@ -77,27 +78,26 @@ async def _rows_read(
 
 
 def _log_columns(webhook_id: int, event_id: int) -> list[list[Any]]:
-    """complete_and_log's $1-$18: one log row."""
-    return [
-        [str(uuid.uuid4())],
-        [webhook_id],
-        [f"{{{event_id}}}"],
-        [1],
-        [datetime.now(UTC)],
-        [3],
-        ["POST"],
-        ["http://127.0.0.1:9/h"],
-        ["{}"],
-        ["{}"],
-        [200],
-        ["{}"],
-        ["ok"],
-        [True],
-        [None],
-        [None],
-        [None],
-        [None],
-    ]
+    """complete_and_log's $1-$18 for one log row, laid out as the recorder lays them out."""
+    row = LogRow(
+        request_id=str(uuid.uuid4()),
+        webhook_id=webhook_id,
+        event_ids=[event_id],
+        attempt=1,
+        delivered_at=datetime.now(UTC),
+        duration_ms=3,
+        method="POST",
+        url="http://127.0.0.1:9/h",
+        request_headers="{}",
+        request_body="{}",
+        status_code=200,
+        response_headers="{}",
+        response_body="ok",
+        success=True,
+        error=None,
+        note=None,
+    )
+    return _columns([row])
 
 
 async def test_completing_reads_only_the_completed_row(db: asyncpg.Connection) -> None:
